@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mtunnel/mtunnel/certs"
+	"github.com/mtunnel/mtunnel/tunnel"
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+)
+
+// The YAML config files. Unknown keys are errors; relative paths resolve
+// against the file's folder. Flags and MTUNNEL_* variables override what a
+// file says (flag > env > file > default).
+
+type fileTLS struct {
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	CA         string `yaml:"ca"`
+	ServerName string `yaml:"server_name"` // client only
+	MinVersion string `yaml:"min_version"`
+}
+
+type serverFile struct {
+	Listen string                     `yaml:"listen"`
+	TLS    fileTLS                    `yaml:"tls"`
+	Routes map[string]serverFileRoute `yaml:"routes"`
+}
+
+type serverFileRoute struct {
+	Target   string        `yaml:"target"`
+	Allow    []tunnel.Rule `yaml:"allow"`
+	AllowAll bool          `yaml:"allow_all"`
+}
+
+type clientFile struct {
+	Server string            `yaml:"server"`
+	TLS    fileTLS           `yaml:"tls"`
+	Routes []clientFileRoute `yaml:"routes"`
+}
+
+type clientFileRoute struct {
+	Listen string `yaml:"listen"`
+	Route  string `yaml:"route"`
+}
+
+// loadYAML decodes path into v strictly and makes the relative paths that
+// paths() returns absolute against the file's folder.
+func loadYAML(path string, v interface{ paths() []*string }) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return configErrorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return configErrorf("config %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	for _, p := range v.paths() {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return nil
+}
+
+func (f *serverFile) paths() []*string { return f.TLS.paths() }
+func (f *clientFile) paths() []*string { return f.TLS.paths() }
+func (t *fileTLS) paths() []*string    { return []*string{&t.Cert, &t.Key, &t.CA} }
+
+// setting is one resolved value and where it came from, so errors can
+// name the flag or the config key at fault.
+type setting struct {
+	value  string
+	source string // "--cert" or "server.yaml: tls.cert"
+}
+
+// pick resolves one string setting: flag or env if set, else the file.
+func pick(c *cli.Context, flag, fileValue, file, key string) setting {
+	if c.IsSet(flag) || file == "" {
+		return setting{c.String(flag), "--" + flag}
+	}
+	return setting{fileValue, file + ": " + key}
+}
+
+// tlsSettings are the TLS inputs shared by both agents.
+type tlsSettings struct {
+	cert, key, ca, minVersion setting
+}
+
+func pickTLS(c *cli.Context, f fileTLS, file string) tlsSettings {
+	return tlsSettings{
+		cert:       pick(c, "cert", f.Cert, file, "tls.cert"),
+		key:        pick(c, "key", f.Key, file, "tls.key"),
+		ca:         pick(c, "ca", f.CA, file, "tls.ca"),
+		minVersion: pick(c, "tls-min", f.MinVersion, file, "tls.min_version"),
+	}
+}
+
+// credentials loads and checks the key pair and trust bundle. usage is the
+// role of our own certificate: a server certificate must allow ServerAuth.
+func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, uint16, error) {
+	for _, s := range []setting{t.cert, t.key, t.ca} {
+		if s.value == "" {
+			return nil, 0, configErrorf("%s is required", s.source)
+		}
+	}
+	pair, err := certs.LoadKeyPair(t.cert.value, t.key.value)
+	if err != nil {
+		return nil, 0, configErrorf("%s / %s: %w", t.cert.source, t.key.source, err)
+	}
+	roots, _, err := certs.LoadPool(t.ca.value)
+	if err != nil {
+		return nil, 0, configErrorf("%s: %w", t.ca.source, err)
+	}
+	var inter []*x509.Certificate
+	for _, der := range pair.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, 0, configErrorf("%s: intermediate certificate: %w", t.cert.source, err)
+		}
+		inter = append(inter, c)
+	}
+	if err := certs.VerifyChain(pair.Leaf, inter, roots, usage); err != nil {
+		return nil, 0, configErrorf("%s checked against %s: %w", t.cert.source, t.ca.source, err)
+	}
+	mv, err := parseTLSVersion(t.minVersion)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &tunnel.Credentials{Certificate: pair, Roots: roots}, mv, nil
+}
+
+func parseTLSVersion(s setting) (uint16, error) {
+	switch strings.TrimSpace(s.value) {
+	case "", "1.3":
+		return tls.VersionTLS13, nil
+	case "1.2":
+		return tls.VersionTLS12, nil
+	}
+	return 0, configErrorf("%s %q: want 1.2 or 1.3 (nothing lower is allowed)", s.source, s.value)
+}
+
+// durationFlag returns a flag's duration, zero when unset (the agent's
+// default then applies).
+func durationFlag(c *cli.Context, name string) time.Duration {
+	if !c.IsSet(name) {
+		return 0
+	}
+	return c.Duration(name)
+}
+
+// static returns a Credentials func for a TLSPolicy.
+func static(cr *tunnel.Credentials) func() *tunnel.Credentials {
+	return func() *tunnel.Credentials { return cr }
+}

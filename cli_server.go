@@ -1,0 +1,133 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+
+	"github.com/mtunnel/mtunnel/server"
+	"github.com/mtunnel/mtunnel/tunnel"
+	"github.com/urfave/cli/v2"
+)
+
+func env(name string) []string { return []string{"MTUNNEL_" + name} }
+
+// tlsFlags are shared by both agents.
+func tlsFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML config `FILE`", EnvVars: env("CONFIG")},
+		&cli.StringFlag{Name: "cert", Usage: "own certificate chain (PEM) `FILE`", EnvVars: env("CERT")},
+		&cli.StringFlag{Name: "key", Usage: "own private key (PEM) `FILE`", EnvVars: env("KEY")},
+		&cli.StringFlag{Name: "ca", Usage: "CA bundle (PEM) trusted to sign the peer, `FILE`", EnvVars: env("CA")},
+		&cli.StringFlag{Name: "tls-min", Value: "1.3", Usage: "lowest TLS version: 1.3 or 1.2", EnvVars: env("TLS_MIN")},
+		&cli.DurationFlag{Name: "handshake-timeout", Usage: "bound on TCP connect + TLS handshake (default 10s)", EnvVars: env("HANDSHAKE_TIMEOUT")},
+		&cli.DurationFlag{Name: "half-close-timeout", Usage: "cut a half-closed stream idle this long (default 5m)", EnvVars: env("HALF_CLOSE_TIMEOUT")},
+		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, wait this long for open streams (default 30s)", EnvVars: env("DRAIN_TIMEOUT")},
+	}
+}
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run the server agent: accept mTLS sessions and forward routes to targets",
+		Flags: append(tlsFlags(),
+			&cli.StringFlag{Name: "listen", Usage: "mTLS listen `ADDR` (host:port)", EnvVars: env("LISTEN")},
+			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\"", EnvVars: env("TARGET")},
+			&cli.StringSliceFlag{Name: "allow-cn", Usage: "allow client certificates with this common name on \"default\"", EnvVars: env("ALLOW_CN")},
+			&cli.StringSliceFlag{Name: "allow-ou", Usage: "allow client certificates with this organizational unit", EnvVars: env("ALLOW_OU")},
+			&cli.StringSliceFlag{Name: "allow-dns", Usage: "allow client certificates with this DNS SAN", EnvVars: env("ALLOW_DNS")},
+			&cli.StringSliceFlag{Name: "allow-uri", Usage: "allow client certificates with this URI SAN (e.g. a SPIFFE ID)", EnvVars: env("ALLOW_URI")},
+			&cli.BoolFlag{Name: "allow-all", Usage: "allow every client certificate signed by --ca on \"default\"", EnvVars: env("ALLOW_ALL")},
+			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header (default 10s)", EnvVars: env("HEADER_TIMEOUT")},
+			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target (default 10s)", EnvVars: env("DIAL_TIMEOUT")},
+		),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := serverConfig(c)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			srv, err := server.New(cfg)
+			if err != nil {
+				return configErr(err)
+			}
+			if _, err := srv.Listen(); err != nil {
+				return configErr(err)
+			}
+			return srv.Serve(c.Context)
+		},
+	}
+}
+
+// serverConfig merges the config file (if any) with flags and environment.
+func serverConfig(c *cli.Context) (server.Config, error) {
+	var f serverFile
+	file := c.String("config")
+	if file != "" {
+		if err := loadYAML(file, &f); err != nil {
+			return server.Config{}, err
+		}
+	}
+	creds, minVersion, err := pickTLS(c, f.TLS, file).credentials(x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		return server.Config{}, err
+	}
+	routes := map[string]server.Route{}
+	for name, r := range f.Routes {
+		routes[name] = server.Route{Target: r.Target, ACL: tunnel.ACL{AllowAll: r.AllowAll, Rules: r.Allow}}
+	}
+	if c.IsSet("target") {
+		routes["default"] = server.Route{Target: c.String("target"), ACL: flagACL(c)}
+	} else if acl := flagACL(c); acl.AllowAll || len(acl.Rules) > 0 {
+		return server.Config{}, configErrorf("--allow-* flags apply to the route set by --target; give --target too")
+	}
+	listen := pick(c, "listen", f.Listen, file, "listen")
+	if listen.value == "" {
+		return server.Config{}, configErrorf("%s is required", listen.source)
+	}
+	if len(routes) == 0 {
+		return server.Config{}, configErrorf("no route: give --target (and --allow-* or --allow-all), or routes in --config")
+	}
+	cfg := server.Config{
+		Listen:           listen.value,
+		TLS:              tunnel.TLSPolicy{Credentials: static(creds), MinVersion: minVersion},
+		Routes:           routes,
+		HandshakeTimeout: durationFlag(c, "handshake-timeout"),
+		HeaderTimeout:    durationFlag(c, "header-timeout"),
+		DialTimeout:      durationFlag(c, "dial-timeout"),
+		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
+		DrainTimeout:     durationFlag(c, "drain-timeout"),
+	}
+	if err := cfg.Validate(); err != nil {
+		return server.Config{}, configErr(fmt.Errorf("%w%s", err, fileHint(file)))
+	}
+	return cfg, nil
+}
+
+func fileHint(file string) string {
+	if file == "" {
+		return ""
+	}
+	return " (config " + file + ")"
+}
+
+// flagACL builds the identity rules of the command-line route.
+func flagACL(c *cli.Context) tunnel.ACL {
+	acl := tunnel.ACL{AllowAll: c.Bool("allow-all")}
+	for _, v := range c.StringSlice("allow-cn") {
+		acl.Rules = append(acl.Rules, tunnel.Rule{CN: v})
+	}
+	for _, v := range c.StringSlice("allow-ou") {
+		acl.Rules = append(acl.Rules, tunnel.Rule{OU: v})
+	}
+	for _, v := range c.StringSlice("allow-dns") {
+		acl.Rules = append(acl.Rules, tunnel.Rule{DNS: v})
+	}
+	for _, v := range c.StringSlice("allow-uri") {
+		acl.Rules = append(acl.Rules, tunnel.Rule{URI: v})
+	}
+	return acl
+}

@@ -1,0 +1,12 @@
+// Package client is the client agent: it listens on local ports, and turns
+// each accepted connection into a stream on a pooled mTLS+yamux session to
+// the server agent, naming the route in the stream header.
+//
+// Invariants:
+//   - App bytes start flowing into the stream right after the header, with
+//     no round trip; the server's answer is read before any byte goes back
+//     to the app.
+//   - A refused stream, a failed dial or a lost session reaches the app as
+//     a connection reset, never as a clean end of data.
+//   - Run returns only after every goroutine it started has ended.
+package client

@@ -1,0 +1,212 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mtunnel/mtunnel/certs/certstest"
+	"github.com/mtunnel/mtunnel/client"
+	"github.com/mtunnel/mtunnel/server"
+	"github.com/mtunnel/mtunnel/tunnel"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func creds(cert tls.Certificate, roots *x509.CertPool) func() *tunnel.Credentials {
+	c := &tunnel.Credentials{Certificate: cert, Roots: roots}
+	return func() *tunnel.Credentials { return c }
+}
+
+// startServer runs a server agent on 127.0.0.1:0 until the test ends.
+func startServer(t testing.TB, cfg server.Config) string {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, srv.Serve)
+	return addr.String()
+}
+
+// startClient runs a client agent until the test ends and returns its
+// listeners' addresses in route order.
+func startClient(t testing.TB, cfg client.Config) []string {
+	t.Helper()
+	for i := range cfg.Routes {
+		if cfg.Routes[i].Listen == "" {
+			cfg.Routes[i].Listen = "127.0.0.1:0"
+		}
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	cl, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := cl.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, cl.Serve)
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+func runUntilCleanup(t testing.TB, serve func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+}
+
+// backend runs handle for every connection on 127.0.0.1:0 until the test
+// ends, and waits for the handlers.
+func backend(t testing.TB, handle func(*net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+func echo(c *net.TCPConn) {
+	io.Copy(c, c)
+	c.CloseWrite()
+}
+
+func random(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// echoCheck sends n random bytes through addr to an echo backend,
+// half-closes, and checks the SHA-256 of what comes back.
+func echoCheck(t testing.TB, addr string, n int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	payload := random(t, n)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	h := sha256.New()
+	got, err := io.Copy(h, c)
+	if err != nil {
+		return err
+	}
+	if err := <-werr; err != nil {
+		return err
+	}
+	if want := sha256.Sum256(payload); got != int64(n) || !bytes.Equal(h.Sum(nil), want[:]) {
+		return errors.New("echo mismatch: checksum or length differs")
+	}
+	return nil
+}
+
+// world is a CA, a server agent with two routes to an echo backend, and a
+// client agent for the identity "app" that may use route "default".
+type world struct {
+	ca         *certstest.CA
+	logs       *logSink
+	echoAddr   string
+	serverAddr string
+	goodClient string // local address of the "app" client's default route
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{ca: certstest.New(t), logs: newLogSink(t)}
+	w.echoAddr = backend(t, echo)
+	w.serverAddr = startServer(t, server.Config{
+		TLS: tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes: map[string]server.Route{
+			"default": {Target: w.echoAddr, ACL: tunnel.ACL{Rules: []tunnel.Rule{{CN: "app"}, {URI: "spiffe://test.example/ns/*/sa/app"}}}},
+			"admin":   {Target: w.echoAddr, ACL: tunnel.ACL{Rules: []tunnel.Rule{{CN: "admin"}}}},
+		},
+		Logger: w.logs.logger("server"),
+	})
+	w.goodClient = w.client(t, w.ca.Client(t, "app"), "default")[0]
+	return w
+}
+
+// client starts a client agent with cert, one listener per route.
+func (w *world) client(t *testing.T, cert tls.Certificate, routes ...string) []string {
+	t.Helper()
+	cfg := client.Config{
+		Server: w.serverAddr,
+		TLS:    tunnel.TLSPolicy{Credentials: creds(cert, w.ca.Pool()), ServerName: "localhost"},
+		Logger: w.logs.logger("client"),
+	}
+	for _, r := range routes {
+		cfg.Routes = append(cfg.Routes, client.Route{Route: r})
+	}
+	return startClient(t, cfg)
+}
+
+// checkGood proves the good client still works, with a checksum.
+func (w *world) checkGood(t *testing.T) {
+	t.Helper()
+	if err := echoCheck(t, w.goodClient, 256<<10); err != nil {
+		t.Fatalf("good client broken: %v\nlogs:\n%s", err, w.logs.dump())
+	}
+}

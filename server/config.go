@@ -1,0 +1,79 @@
+package server
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/mtunnel/mtunnel/tunnel"
+)
+
+// Config is the server agent's configuration. Zero durations take the
+// defaults documented on each field.
+type Config struct {
+	Listen string           // TCP address of the mTLS listener, e.g. ":8443"
+	TLS    tunnel.TLSPolicy // own certificate, trusted client CAs
+	Routes map[string]Route // by route name; at least one
+
+	Session tunnel.SessionConfig
+
+	HandshakeTimeout time.Duration // TCP accept to verified TLS; default 10 s
+	MaxHandshakes    int           // handshakes in progress at once; default 256
+	HeaderTimeout    time.Duration // stream open to complete header; default 10 s
+	DialTimeout      time.Duration // connect to a target; default 10 s
+	HalfCloseTimeout time.Duration // see tunnel.JoinConfig; default 5 min
+	DrainTimeout     time.Duration // on shutdown, wait for open streams; default 30 s
+
+	Logger *slog.Logger // nil discards logs
+}
+
+// Route is where a route's streams go and who may open them.
+type Route struct {
+	Target string     // host:port, dialled for each stream
+	ACL    tunnel.ACL // deny unless AllowAll or a rule matches
+}
+
+// Validate checks the configuration without touching the network.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("server: no listen address")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if len(c.Routes) == 0 {
+		return errors.New("server: no routes")
+	}
+	for name, r := range c.Routes {
+		if !tunnel.ValidRoute(name) {
+			return fmt.Errorf("server: route %q: name must be 1-%d letters, digits, '.', '_' or '-'", name, tunnel.MaxRouteLen)
+		}
+		if _, _, err := net.SplitHostPort(r.Target); err != nil {
+			return fmt.Errorf("server: route %q: target %q: %w", name, r.Target, err)
+		}
+		if err := r.ACL.Validate(); err != nil {
+			return fmt.Errorf("server: route %q: %w", name, err)
+		}
+		if !r.ACL.AllowAll && len(r.ACL.Rules) == 0 {
+			return fmt.Errorf("server: route %q allows nobody: add an allow rule or allow_all (deny by default)", name)
+		}
+	}
+	return nil
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	d.HandshakeTimeout = cmp.Or(d.HandshakeTimeout, 10*time.Second)
+	d.MaxHandshakes = cmp.Or(d.MaxHandshakes, 256)
+	d.HeaderTimeout = cmp.Or(d.HeaderTimeout, 10*time.Second)
+	d.DialTimeout = cmp.Or(d.DialTimeout, 10*time.Second)
+	d.HalfCloseTimeout = cmp.Or(d.HalfCloseTimeout, 5*time.Minute)
+	d.DrainTimeout = cmp.Or(d.DrainTimeout, 30*time.Second)
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return d
+}

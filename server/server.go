@@ -1,0 +1,209 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mtunnel/mtunnel/tunnel"
+)
+
+// Server is a server agent. Create it with New, then Listen and Serve (or
+// Run, which does both).
+type Server struct {
+	cfg Config
+	tls *tls.Config
+	log *slog.Logger
+	ln  net.Listener
+	sem chan struct{} // handshake slots
+
+	mu       sync.Mutex
+	sessions map[*tunnel.Session]struct{}
+	wg       sync.WaitGroup // connection and stream goroutines
+}
+
+// New validates cfg and returns a server that is not yet listening.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	return &Server{
+		cfg:      c,
+		tls:      c.TLS.ServerConfig(),
+		log:      c.Logger,
+		sem:      make(chan struct{}, c.MaxHandshakes),
+		sessions: make(map[*tunnel.Session]struct{}),
+	}, nil
+}
+
+// Listen binds the listener and returns its address (useful with port 0).
+func (s *Server) Listen() (net.Addr, error) {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	s.log.Info("listening", "addr", ln.Addr().String(), "routes", len(s.cfg.Routes))
+	return ln.Addr(), nil
+}
+
+// Run listens and serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	if _, err := s.Listen(); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Serve accepts connections until ctx is done, then drains: it stops
+// accepting, sends GoAway on every session so clients open new streams
+// elsewhere, waits up to DrainTimeout for open streams, closes what is left
+// and returns once every goroutine it started has ended.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		return errors.New("server: Serve before Listen")
+	}
+	acceptDone := make(chan error, 1)
+	go func() { acceptDone <- s.acceptLoop(ctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+		s.ln.Close()
+		<-acceptDone
+	case err = <-acceptDone:
+	}
+	s.drain()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) acceptLoop(ctx context.Context) error {
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("server: accept: %w", err)
+		}
+		s.wg.Add(1)
+		go s.serveConn(ctx, conn)
+	}
+}
+
+// serveConn authenticates one connection and serves its session.
+func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+	defer s.wg.Done()
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		conn.Close()
+		return
+	}
+	sess, err := tunnel.Accept(ctx, conn, s.tls, s.cfg.Session, s.cfg.HandshakeTimeout)
+	<-s.sem
+	if err != nil {
+		s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
+			"reason", tunnel.Classify(err), "err", err)
+		return
+	}
+	log := s.log.With("peer", tunnel.PeerID(sess.Peer), "remote", sess.Remote.String())
+	if !s.track(sess) {
+		sess.Close()
+		return
+	}
+	log.Info("session established")
+	err = s.acceptStreams(ctx, sess, log)
+	s.untrack(sess)
+	reason := "closed by server"
+	if err != nil {
+		reason = tunnel.EndReason(err)
+	}
+	log.Info("session ended", "duration", time.Since(sess.Established).Round(time.Millisecond), "reason", reason)
+}
+
+// acceptStreams hands each stream to its own goroutine at once: an
+// un-ACKed stream or a full backlog would stall or kill the whole session.
+// It returns the session's end cause (nil if we closed it).
+func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, log *slog.Logger) error {
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			sess.Close()
+			return sess.Cause()
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveStream(ctx, sess, st, log)
+		}()
+	}
+}
+
+// track registers a session for draining; false if the server is draining.
+func (s *Server) track(sess *tunnel.Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions == nil {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(sess *tunnel.Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, sess)
+}
+
+// drain stops new streams with GoAway, waits up to DrainTimeout for the
+// open ones, then closes every session.
+func (s *Server) drain() {
+	s.mu.Lock()
+	sessions := s.sessions
+	s.sessions = nil
+	s.mu.Unlock()
+	for sess := range sessions {
+		sess.GoAway()
+	}
+	s.waitStreams(sessions)
+	for sess := range sessions {
+		sess.Close()
+	}
+}
+
+func openStreams(sessions map[*tunnel.Session]struct{}) int {
+	n := 0
+	for sess := range sessions {
+		if !sess.IsClosed() {
+			n += sess.NumStreams()
+		}
+	}
+	return n
+}
+
+// waitStreams polls until no stream is open or DrainTimeout has passed.
+// yamux offers no notification when a session's last stream ends.
+func (s *Server) waitStreams(sessions map[*tunnel.Session]struct{}) {
+	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for open := openStreams(sessions); open > 0; open = openStreams(sessions) {
+		if time.Now().After(deadline) {
+			s.log.Warn("drain timeout: closing sessions with open streams", "streams", open)
+			return
+		}
+		<-tick.C
+	}
+}

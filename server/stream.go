@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/mtunnel/mtunnel/tunnel"
+)
+
+// serveStream reads the stream header, authorises and dials, answers, and
+// joins the stream with the target. The target is dialled as soon as the
+// header is read, never waiting for app bytes, so server-first protocols
+// (MySQL, SMTP) get their greeting through.
+func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *yamux.Stream, log *slog.Logger) {
+	start := time.Now()
+	route, target, resp, err := s.admit(ctx, sess, st)
+	log = log.With("route", route, "stream", st.StreamID())
+	if resp.Status != tunnel.StatusOK {
+		log.Warn("stream rejected", "result", resp.Status.String(), "reason", resp.Reason, "err", err)
+		s.reply(st, resp)
+		st.Close()
+		return
+	}
+	if err := s.reply(st, resp); err != nil {
+		target.Close()
+		st.Close()
+		log.Warn("stream ended", "result", "error", "err", err)
+		return
+	}
+	res := tunnel.Join(target, st, tunnel.JoinConfig{HalfCloseTimeout: s.cfg.HalfCloseTimeout})
+	attrs := []any{"sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond)}
+	if res.Err != nil {
+		log.Warn("stream ended", append(attrs, "result", "reset", "err", res.Err)...)
+		return
+	}
+	log.Info("stream ended", append(attrs, "result", "ok")...)
+}
+
+// admit reads the header and decides. On StatusOK target is the dialled
+// connection; otherwise target is nil, resp says why in words fit for the
+// client, and err (if any) carries the detail for our own log.
+func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *yamux.Stream) (string, net.Conn, tunnel.Response, error) {
+	st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+	name, err := tunnel.ReadRequest(st)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		return "", nil, tunnel.Response{Status: tunnel.StatusBadRequest, Reason: err.Error()}, err
+	}
+	route, ok := s.cfg.Routes[name]
+	if !ok {
+		return name, nil, tunnel.Response{Status: tunnel.StatusUnknownRoute, Reason: fmt.Sprintf("no route %q on this server", name)}, nil
+	}
+	if ok, _ := route.ACL.Allows(sess.Peer); !ok {
+		return name, nil, tunnel.Response{Status: tunnel.StatusForbidden,
+			Reason: fmt.Sprintf("identity %s is not allowed on route %q", tunnel.PeerID(sess.Peer), name)}, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	target, err := d.DialContext(dctx, "tcp", route.Target)
+	if err != nil {
+		reason := "target unreachable"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = "target dial timed out"
+		}
+		return name, nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", name, reason)}, err
+	}
+	return name, target, tunnel.Response{Status: tunnel.StatusOK}, nil
+}
+
+// reply writes resp with a bound, since a stalled client must not pin this
+// goroutine.
+func (s *Server) reply(st *yamux.Stream, resp tunnel.Response) error {
+	st.SetWriteDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+	defer st.SetWriteDeadline(time.Time{})
+	_, err := st.Write(tunnel.AppendResponse(nil, resp))
+	if err != nil {
+		return fmt.Errorf("write stream response: %w", err)
+	}
+	return nil
+}

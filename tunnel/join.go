@@ -1,0 +1,207 @@
+package tunnel
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// ErrSessionLost is the error of a join whose session died: yamux reports
+// that as a clean EOF on every stream, which must not reach the app as one.
+var ErrSessionLost = errors.New("tunnel session lost")
+
+// ErrHalfCloseTimeout ends a join whose remaining direction moved no byte
+// for JoinConfig.HalfCloseTimeout after the other direction ended.
+var ErrHalfCloseTimeout = errors.New("half-closed stream idle too long")
+
+// JoinConfig bounds a joined stream. The zero value is usable.
+type JoinConfig struct {
+	// HalfCloseTimeout: once one direction has ended, the other is cut
+	// after this long without a byte moving (each byte extends it).
+	// Default 5 minutes.
+	HalfCloseTimeout time.Duration
+	// Prelude, if set, is run on the stream before any byte is copied from
+	// it to the local side; an error aborts the join. The client agent uses
+	// it to read the server's response header while app bytes already flow
+	// the other way.
+	Prelude func(io.Reader) error
+}
+
+// JoinResult reports how a join ended.
+type JoinResult struct {
+	Sent     int64 // bytes from the local side into the stream
+	Received int64 // bytes from the stream to the local side
+	// Err is nil when both directions ended with an orderly EOF. Otherwise
+	// it is the first failure, and the local side was reset.
+	Err error
+}
+
+// Join copies between a local connection (an app or a target) and a tunnel
+// stream until both directions have ended, and returns only then, with both
+// closed. It is the only copy loop of mtunnel.
+//
+// Each direction half-closes its destination when its source ends (local
+// EOF -> stream FIN; stream FIN -> CloseWrite on local), so protocols that
+// shut down one direction keep working. An error in either direction, or the
+// death of the session (which yamux reports as EOF), resets the local
+// connection so the app sees a failure, never a clean end of data.
+func Join(local net.Conn, stream *yamux.Stream, cfg JoinConfig) JoinResult {
+	j := &joiner{local: local, stream: stream, timeout: cmp.Or(cfg.HalfCloseTimeout, 5*time.Minute)}
+	up := &copier{name: "local->stream", j: j, src: local, dst: stream}
+	down := &copier{name: "stream->local", j: j, src: stream, dst: local, prelude: cfg.Prelude}
+	up.other, down.other = down, up
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go up.run(&wg, up.endUp)
+	go down.run(&wg, down.endDown)
+	wg.Wait()
+	local.Close()
+	stream.Close()
+	return JoinResult{Sent: up.n.Load(), Received: down.n.Load(), Err: j.err}
+}
+
+type joiner struct {
+	local   net.Conn
+	stream  *yamux.Stream
+	timeout time.Duration
+
+	halfClosed atomic.Bool
+	abortOnce  sync.Once
+	err        error // written once in abort, read after wg.Wait
+}
+
+// abort ends both directions at once and resets the local side.
+func (j *joiner) abort(err error) {
+	j.abortOnce.Do(func() {
+		j.err = err
+		Reset(j.local)
+		j.stream.Close()
+		j.stream.SetDeadline(time.Now()) // wake a blocked Read or Write
+	})
+}
+
+// copier is one direction of a join. A named type keeps the two goroutines
+// recognisable in stack dumps.
+type copier struct {
+	name    string
+	j       *joiner
+	src     io.Reader
+	dst     io.Writer
+	other   *copier
+	prelude func(io.Reader) error
+	n       atomic.Int64
+}
+
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+func (c *copier) run(wg *sync.WaitGroup, end func(error)) {
+	defer wg.Done()
+	if c.prelude != nil {
+		if err := c.prelude(c.src); err != nil {
+			c.j.abort(err)
+			return
+		}
+	}
+	end(c.copy())
+}
+
+// copy moves bytes until EOF (nil) or an error. It uses a pooled buffer
+// and plain Read/Write, so neither side's ReadFrom/WriteTo can bypass it.
+func (c *copier) copy() error {
+	bp := buffers.Get().(*[]byte)
+	defer buffers.Put(bp)
+	buf := *bp
+	for {
+		if c.j.halfClosed.Load() {
+			c.extendDeadlines()
+		}
+		nr, rerr := c.src.Read(buf)
+		if nr > 0 {
+			nw, werr := c.dst.Write(buf[:nr])
+			c.n.Add(int64(nw))
+			if werr != nil {
+				return c.timeoutOr(fmt.Errorf("%s: write: %w", c.name, werr))
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return c.timeoutOr(fmt.Errorf("%s: read: %w", c.name, rerr))
+		}
+	}
+}
+
+func (c *copier) timeoutOr(err error) error {
+	var ne net.Error
+	if c.j.halfClosed.Load() && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%s): %w", ErrHalfCloseTimeout, c.j.timeout, err)
+	}
+	return err
+}
+
+func (c *copier) extendDeadlines() {
+	t := time.Now().Add(c.j.timeout)
+	c.src.(deadliner).SetReadDeadline(t)
+	c.dst.(deadliner).SetWriteDeadline(t)
+}
+
+// halfClose marks the join half-closed and bounds the other direction,
+// which may be blocked in Read with no deadline.
+func (c *copier) halfClose() {
+	c.j.halfClosed.Store(true)
+	c.other.extendDeadlines()
+}
+
+// endUp finishes local->stream: the app (or target) finished sending, so
+// the stream gets a FIN and the peer passes it on as a half-close.
+func (c *copier) endUp(err error) {
+	if err != nil {
+		c.j.abort(err)
+		return
+	}
+	c.j.stream.Close()
+	c.halfClose()
+}
+
+// endDown finishes stream->local. yamux ends every stream with EOF when the
+// whole session dies, so an EOF is only a FIN if the session is still up.
+func (c *copier) endDown(err error) {
+	if err == nil && c.j.stream.Session().IsClosed() {
+		err = ErrSessionLost
+	}
+	if err != nil {
+		c.j.abort(err)
+		return
+	}
+	if cw, ok := c.j.local.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.halfClose()
+}
+
+// Reset closes c so that its peer sees a connection reset (RST) rather than
+// an orderly end of data, where the transport allows it.
+func Reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// buffers holds copy buffers. 32 KiB matches io.Copy and is large enough
+// that a TLS record or a yamux frame is rarely split across two reads.
+var buffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}

@@ -1,0 +1,205 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// ErrPoolClosed is returned by Pool.Get after Close.
+var ErrPoolClosed = errors.New("session pool closed")
+
+// Pool keeps up to Size sessions to one server and hands out the least
+// loaded live one. Sessions are dialled on demand; a dead or draining
+// session is dropped and replaced by the next demand.
+type Pool struct {
+	Dialer *Dialer
+	Size   int // default 1
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	sessions []*Session
+	draining map[*Session]bool // sent us GoAway: open no new streams
+	dialing  chan struct{}     // closed when the running dial ends
+	lastErr  error
+	closed   bool
+	ctx      context.Context // cancelled by Close, ends a running dial
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // dials and session watchers
+}
+
+// Open opens a stream on the least loaded live session, dialling one if
+// needed, and retries on another session if the chosen one is going away.
+func (p *Pool) Open(ctx context.Context) (*yamux.Stream, *Session, error) {
+	for {
+		s, err := p.get(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := s.OpenStream()
+		if err == nil {
+			return st, s, nil
+		}
+		if errors.Is(err, yamux.ErrRemoteGoAway) {
+			p.markDraining(s)
+		}
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("open stream: %w", err)
+		}
+	}
+}
+
+func (p *Pool) get(ctx context.Context) (*Session, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		best := p.leastLoaded()
+		if (best == nil || len(p.usable()) < max(p.Size, 1)) && p.dialing == nil {
+			if p.ctx == nil {
+				p.ctx, p.cancel = context.WithCancel(context.Background())
+			}
+			p.dialing = make(chan struct{})
+			p.wg.Add(1)
+			go p.dial()
+		}
+		wait := p.dialing
+		p.mu.Unlock()
+		if best != nil {
+			return best, nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, p.waitErr(ctx)
+		}
+		p.mu.Lock()
+		err := p.lastErr
+		usable := len(p.usable())
+		p.mu.Unlock()
+		if usable == 0 && err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (p *Pool) waitErr(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastErr != nil {
+		return fmt.Errorf("no session to %s: %w (last dial: %w)", p.Dialer.Address, ctx.Err(), p.lastErr)
+	}
+	return fmt.Errorf("no session to %s: %w", p.Dialer.Address, ctx.Err())
+}
+
+// usable lists live sessions that accept new streams. Caller holds mu.
+func (p *Pool) usable() []*Session {
+	var out []*Session
+	for _, s := range p.sessions {
+		if !s.IsClosed() && !p.draining[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (p *Pool) leastLoaded() *Session {
+	var best *Session
+	for _, s := range p.usable() {
+		if best == nil || s.NumStreams() < best.NumStreams() {
+			best = s
+		}
+	}
+	return best
+}
+
+func (p *Pool) markDraining(s *Session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining == nil {
+		p.draining = make(map[*Session]bool)
+	}
+	p.draining[s] = true
+}
+
+func (p *Pool) dial() {
+	defer p.wg.Done()
+	s, err := p.Dialer.Dial(p.ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.dialing)
+	p.dialing = nil
+	p.lastErr = err
+	if err != nil {
+		p.log().Error("session dial failed", "server", p.Dialer.Address, "reason", Classify(err), "err", err)
+		return
+	}
+	if p.closed {
+		s.Close()
+		return
+	}
+	p.sessions = append(p.sessions, s)
+	p.log().Info("session established", "server", p.Dialer.Address, "peer", PeerID(s.Peer),
+		"remote", s.Remote.String(), "rtt", s.RTT)
+	p.wg.Add(1)
+	go p.watch(s)
+}
+
+// watch waits for s to end, logs it, and drops it from the pool.
+func (p *Pool) watch(s *Session) {
+	defer p.wg.Done()
+	<-s.CloseChan()
+	p.mu.Lock()
+	for i, x := range p.sessions {
+		if x == s {
+			p.sessions = append(p.sessions[:i], p.sessions[i+1:]...)
+			break
+		}
+	}
+	delete(p.draining, s)
+	closing := p.closed
+	p.mu.Unlock()
+	reason := "closed by client"
+	if !closing {
+		reason = EndReason(s.Cause())
+	}
+	p.log().Info("session ended", "server", p.Dialer.Address, "peer", PeerID(s.Peer),
+		"remote", s.Remote.String(), "duration", time.Since(s.Established).Round(time.Millisecond), "reason", reason)
+}
+
+// Close closes every session (their streams end with a reset to the apps)
+// and waits for the pool's goroutines.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	if p.cancel != nil {
+		p.cancel()
+	}
+	sessions := append([]*Session(nil), p.sessions...)
+	p.mu.Unlock()
+	for _, s := range sessions {
+		s.Close()
+	}
+	p.wg.Wait()
+}
+
+// Len reports the number of live sessions.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.usable())
+}
+
+func (p *Pool) log() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}

@@ -1,0 +1,220 @@
+package tunnel
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/mtunnel/mtunnel/certs"
+)
+
+// SessionConfig tunes the yamux session carried by one TLS connection.
+// The zero value is the tuned default described on each field.
+type SessionConfig struct {
+	// StreamWindow is the per-stream receive window. yamux's 256 KiB caps a
+	// stream at window/RTT (5 MB/s at 50 ms); 4 MiB allows about 80 MB/s at
+	// 50 ms. Memory is only committed as data arrives and is not yet read,
+	// so the worst case is StreamWindow x streams with a stalled reader.
+	// Default 4 MiB.
+	StreamWindow uint32
+	// KeepAlive is the interval of yamux pings. A reply must come within
+	// WriteTimeout, so a vanished peer is noticed within about
+	// KeepAlive+WriteTimeout. Default 15 s.
+	KeepAlive time.Duration
+	// WriteTimeout bounds one frame write to the TLS connection and a
+	// ping's reply (yamux ConnectionWriteTimeout). Default 10 s.
+	WriteTimeout time.Duration
+	// Logger receives yamux's own messages (errors at Warn, the rest at
+	// Debug). Nil discards them.
+	Logger *slog.Logger
+}
+
+const (
+	defaultStreamWindow = 4 << 20
+	defaultKeepAlive    = 15 * time.Second
+	defaultWriteTimeout = 10 * time.Second
+)
+
+func (c SessionConfig) yamux() *yamux.Config {
+	y := yamux.DefaultConfig()
+	y.LogOutput = nil // exactly one of Logger and LogOutput may be set
+	y.Logger = yamuxLogger{c.Logger}
+	// The accept loop hands each stream to its own goroutine at once, so the
+	// backlog only absorbs bursts; beyond it yamux resets new streams.
+	y.AcceptBacklog = 1024
+	y.EnableKeepAlive = true
+	y.KeepAliveInterval = cmp.Or(c.KeepAlive, defaultKeepAlive)
+	y.ConnectionWriteTimeout = cmp.Or(c.WriteTimeout, defaultWriteTimeout)
+	y.MaxStreamWindowSize = cmp.Or(c.StreamWindow, defaultStreamWindow)
+	// An un-ACKed open closes the whole session. The server ACKs in
+	// AcceptStream, before any dial, so 30 s only fires on a wedged peer.
+	y.StreamOpenTimeout = 30 * time.Second
+	// yamux's close timer (default 5 min) starts at our FIN and is not
+	// extended by data, so it would cut a legitimately half-closed transfer
+	// (upload, FIN, long download). Join keeps its own half-close timer that
+	// flowing bytes extend, and always ends by closing the stream, so the
+	// peer's FIN arrives and frees the stream (FIELD-NOTES; yamux #133).
+	y.StreamCloseTimeout = 0
+	return y
+}
+
+// yamuxLogger adapts slog to yamux's Logger interface.
+type yamuxLogger struct{ l *slog.Logger }
+
+func (y yamuxLogger) Print(v ...any)                 { y.log(fmt.Sprint(v...)) }
+func (y yamuxLogger) Println(v ...any)               { y.log(fmt.Sprint(v...)) }
+func (y yamuxLogger) Printf(format string, v ...any) { y.log(fmt.Sprintf(format, v...)) }
+
+func (y yamuxLogger) log(msg string) {
+	if y.l == nil {
+		return
+	}
+	msg = strings.TrimSpace(msg)
+	level := slog.LevelDebug
+	if strings.HasPrefix(msg, "[ERR]") {
+		level = slog.LevelWarn
+	}
+	y.l.Log(context.Background(), level, "yamux", "detail", msg)
+}
+
+// Session is one authenticated TLS connection carrying a yamux session.
+type Session struct {
+	*yamux.Session
+	Peer        *x509.Certificate // the verified peer leaf
+	Remote      net.Addr
+	Established time.Time
+	RTT         time.Duration // client side: the round trip of the confirming ping
+}
+
+// Cause returns the error that ended the session, or nil while it is open
+// or when it was closed locally. It is the TLS alert when a server refused
+// our certificate, io.EOF when the peer closed, yamux.ErrKeepAliveTimeout
+// when the peer stopped answering pings.
+func (s *Session) Cause() error {
+	if !s.IsClosed() {
+		return nil
+	}
+	// yamux keeps its shutdown error private but AcceptStream returns it
+	// once the session is closed. A client session never has streams to
+	// accept: mtunnel servers do not open any.
+	for {
+		st, err := s.AcceptStream()
+		if err == nil {
+			st.Close()
+			continue
+		}
+		if errors.Is(err, yamux.ErrSessionShutdown) {
+			return nil
+		}
+		return err
+	}
+}
+
+// Dialer opens client-side sessions to one server.
+type Dialer struct {
+	Address          string
+	TLS              *tls.Config // from TLSPolicy.ClientConfig
+	Session          SessionConfig
+	HandshakeTimeout time.Duration // default 10 s; covers TCP connect, TLS and the confirming ping
+}
+
+// Dial connects, runs the TLS handshake and confirms the session with one
+// yamux ping. The ping matters under TLS 1.3: the client's handshake ends
+// before the server has checked the client certificate, so only a round
+// trip proves the server accepted us (and measures the RTT).
+func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(d.HandshakeTimeout, 10*time.Second))
+	defer cancel()
+	var nd net.Dialer
+	raw, err := nd.DialContext(ctx, "tcp", d.Address)
+	if err != nil {
+		return nil, fmt.Errorf("dial server %s: %w", d.Address, err)
+	}
+	tconn := tls.Client(raw, d.TLS)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", d.Address, err)
+	}
+	s, err := newSession(tconn, d.Session, true)
+	if err != nil {
+		return nil, err
+	}
+	// Ping has its own bound (WriteTimeout); the context only matters for
+	// the dial and the handshake above.
+	rtt, err := s.Ping()
+	if err != nil {
+		s.Close()
+		if cause := s.Cause(); cause != nil {
+			err = cause
+		}
+		return nil, fmt.Errorf("confirm session with %s: %w", d.Address, err)
+	}
+	s.RTT = rtt
+	return s, nil
+}
+
+// Accept runs the server side of the TLS handshake on raw within timeout and
+// starts a yamux server session on it. On error raw is closed.
+func Accept(ctx context.Context, raw net.Conn, conf *tls.Config, sc SessionConfig, timeout time.Duration) (*Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(timeout, 10*time.Second))
+	defer cancel()
+	tconn := tls.Server(raw, conf)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake from %s: %w", raw.RemoteAddr(), err)
+	}
+	return newSession(tconn, sc, false)
+}
+
+func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error) {
+	cs := tconn.ConnectionState()
+	if len(cs.PeerCertificates) == 0 { // verifyPeer forbids it; never trust a nil leaf
+		tconn.Close()
+		return nil, errors.New("session without a peer certificate")
+	}
+	open := yamux.Server
+	if client {
+		open = yamux.Client
+	}
+	ys, err := open(tconn, sc.yamux())
+	if err != nil {
+		tconn.Close()
+		return nil, fmt.Errorf("start yamux session: %w", err)
+	}
+	return &Session{
+		Session:     ys,
+		Peer:        cs.PeerCertificates[0],
+		Remote:      tconn.RemoteAddr(),
+		Established: time.Now(),
+	}, nil
+}
+
+// PeerID is the short identity of a peer certificate used in logs.
+func PeerID(c *x509.Certificate) string { return certs.Identity(c) }
+
+// EndReason describes why a session's connection ended, for the
+// "session ended" log line.
+func EndReason(cause error) string {
+	var op *net.OpError
+	switch {
+	case cause == nil:
+		return "closed"
+	case errors.Is(cause, io.EOF):
+		return "peer closed the connection"
+	case errors.Is(cause, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.As(cause, &op) && op.Op == "remote error":
+		return "rejected by peer: " + op.Err.Error()
+	}
+	return cause.Error()
+}
