@@ -21,6 +21,7 @@ func clientCommand() *cli.Command {
 			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server (default 1)", EnvVars: env("SESSIONS")},
 			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset (default 10s)", EnvVars: env("CONNECT_WAIT")},
 		),
+		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -45,6 +46,9 @@ func clientCommand() *cli.Command {
 
 // clientConfig merges the config file (if any) with flags and environment.
 func clientConfig(c *cli.Context) (client.Config, error) {
+	if err := noArgs(c); err != nil {
+		return client.Config{}, err
+	}
 	var f clientFile
 	file := c.String("config")
 	if file != "" {

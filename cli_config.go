@@ -150,6 +150,16 @@ func parseTLSVersion(s setting) (uint16, error) {
 	return 0, configErrorf("%s %q: want 1.2 or 1.3 (nothing lower is allowed)", s.source, s.value)
 }
 
+// noArgs rejects positional arguments. The agents take flags only, and flag
+// parsing stops at the first non-flag: in "server db:5432 --allow-cn app"
+// the --allow-cn would be dropped without a word.
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return configErrorf("unexpected argument %q: all inputs are flags, and flags after it were not read", c.Args().First())
+	}
+	return nil
+}
+
 // durationFlag returns a flag's duration, zero when unset (the agent's
 // default then applies).
 func durationFlag(c *cli.Context, name string) time.Duration {

@@ -25,12 +25,13 @@ import (
 
 func demoCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "demo",
-		Usage: "run a PKI, an echo backend and both agents in one process, check them, then serve",
-		Flags: []cli.Flag{
+		Name:         "demo",
+		Usage:        "run a PKI, an echo backend and both agents in one process, check them, then serve",
+		OnUsageError: onUsageError,
+		Flags: append(logFlags(),
 			&cli.BoolFlag{Name: "once", Usage: "exit after the self-check (0 if it passed)", EnvVars: env("DEMO_ONCE")},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "client agent's local `ADDR`", EnvVars: env("DEMO_LISTEN")},
-		},
+		),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {

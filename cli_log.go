@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -20,10 +21,22 @@ func logFlags() []cli.Flag {
 // stderr so stdout stays free for command output.
 func newLogger(c *cli.Context) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return nil, configErrorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	if s := logFlag(c, "log-level"); level.UnmarshalText([]byte(s)) != nil {
+		return nil, configErrorf("--log-level %q: want debug, info, warn or error", s)
 	}
-	return buildLogger(c.App.ErrWriter, c.String("log-format"), level)
+	return buildLogger(c.App.ErrWriter, logFlag(c, "log-format"), level)
+}
+
+// logFlag returns a log flag from the innermost command that set it: the
+// flags exist both before and after the command name, and the command's
+// own default must not hide a value given before it.
+func logFlag(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if slices.Contains(ctx.LocalFlagNames(), name) {
+			return ctx.String(name)
+		}
+	}
+	return c.String(name)
 }
 
 func buildLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {

@@ -11,9 +11,16 @@ import (
 
 func env(name string) []string { return []string{"MTUNNEL_" + name} }
 
+// onUsageError makes a command's flag mistakes (unknown flag, bad value in
+// a flag or MTUNNEL_* variable) configuration errors, exit status 2:
+// urfave/cli applies App.OnUsageError to the root command's flags only.
+func onUsageError(_ *cli.Context, err error, _ bool) error { return configErr(err) }
+
 // tlsFlags are shared by both agents.
+// The log flags are accepted after the command too ("mtunnel server
+// --log-format json"), the way users write them.
 func tlsFlags() []cli.Flag {
-	return []cli.Flag{
+	return append(logFlags(),
 		&cli.StringFlag{Name: "config", Usage: "YAML config `FILE`", EnvVars: env("CONFIG")},
 		&cli.StringFlag{Name: "cert", Usage: "own certificate chain (PEM) `FILE`", EnvVars: env("CERT")},
 		&cli.StringFlag{Name: "key", Usage: "own private key (PEM) `FILE`", EnvVars: env("KEY")},
@@ -22,7 +29,7 @@ func tlsFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "handshake-timeout", Usage: "bound on TCP connect + TLS handshake (default 10s)", EnvVars: env("HANDSHAKE_TIMEOUT")},
 		&cli.DurationFlag{Name: "half-close-timeout", Usage: "cut a half-closed stream idle this long (default 5m)", EnvVars: env("HALF_CLOSE_TIMEOUT")},
 		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, wait this long for open streams (default 30s)", EnvVars: env("DRAIN_TIMEOUT")},
-	}
+	)
 }
 
 func serverCommand() *cli.Command {
@@ -40,6 +47,7 @@ func serverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header (default 10s)", EnvVars: env("HEADER_TIMEOUT")},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target (default 10s)", EnvVars: env("DIAL_TIMEOUT")},
 		),
+		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -64,6 +72,9 @@ func serverCommand() *cli.Command {
 
 // serverConfig merges the config file (if any) with flags and environment.
 func serverConfig(c *cli.Context) (server.Config, error) {
+	if err := noArgs(c); err != nil {
+		return server.Config{}, err
+	}
 	var f serverFile
 	file := c.String("config")
 	if file != "" {

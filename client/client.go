@@ -19,6 +19,7 @@ type Client struct {
 	cfg       Config
 	log       *slog.Logger
 	pool      *tunnel.Pool
+	guard     *tunnel.Guard
 	listeners []net.Listener
 	wg        sync.WaitGroup // accept loops and connection handlers
 }
@@ -29,9 +30,15 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
+	guard := &tunnel.Guard{
+		Verify:   func(s *tunnel.Session) error { return c.TLS.VerifyServer(s.PeerChain) },
+		Interval: c.RecheckInterval,
+		Logger:   c.Logger,
+	}
 	return &Client{
-		cfg: c,
-		log: c.Logger,
+		cfg:   c,
+		log:   c.Logger,
+		guard: guard,
 		pool: &tunnel.Pool{
 			Dialer: &tunnel.Dialer{
 				Address:          c.Server,
@@ -41,6 +48,7 @@ func New(cfg Config) (*Client, error) {
 			},
 			Size:   c.Sessions,
 			Logger: c.Logger,
+			Guard:  guard,
 		},
 	}, nil
 }
@@ -68,6 +76,10 @@ func (c *Client) closeListeners() {
 	}
 }
 
+// Recheck verifies the server certificate of every open session again now
+// and closes sessions that no longer pass. It does not block.
+func (c *Client) Recheck() { c.guard.Recheck() }
+
 // Run listens and serves until ctx is done.
 func (c *Client) Run(ctx context.Context) error {
 	if _, err := c.Listen(); err != nil {
@@ -84,6 +96,11 @@ func (c *Client) Serve(ctx context.Context) error {
 		return errors.New("client: Serve before Listen")
 	}
 	conns := &connSet{m: map[net.Conn]struct{}{}}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.guard.Run(ctx)
+	}()
 	for i, ln := range c.listeners {
 		c.wg.Add(1)
 		go c.acceptLoop(ctx, ln, c.cfg.Routes[i].Route, conns)

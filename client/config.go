@@ -26,6 +26,7 @@ type Config struct {
 	HeaderTimeout    time.Duration // wait for the server's answer to a stream; default 10 s
 	HalfCloseTimeout time.Duration // see tunnel.JoinConfig; default 5 min
 	DrainTimeout     time.Duration // on shutdown, wait for open streams; default 30 s
+	RecheckInterval  time.Duration // re-verify the server of open sessions; default 30 s
 
 	Logger *slog.Logger // nil discards logs
 }

@@ -66,18 +66,6 @@ func (s *logSink) waitFor(t testing.TB, what string, match func(record) bool) re
 	}
 }
 
-// has reports whether a matching record exists now.
-func (s *logSink) has(match func(record) bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.records {
-		if match(r) {
-			return true
-		}
-	}
-	return false
-}
-
 func (s *logSink) dump() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -26,6 +26,10 @@ type Config struct {
 	DialTimeout      time.Duration // connect to a target; default 10 s
 	HalfCloseTimeout time.Duration // see tunnel.JoinConfig; default 5 min
 	DrainTimeout     time.Duration // on shutdown, wait for open streams; default 30 s
+	// RecheckInterval is how often open sessions' client certificates are
+	// verified again (revocation, expiry); default 30 s. Server.Recheck
+	// forces one at once.
+	RecheckInterval time.Duration
 
 	Logger *slog.Logger // nil discards logs
 }

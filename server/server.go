@@ -16,11 +16,12 @@ import (
 // Server is a server agent. Create it with New, then Listen and Serve (or
 // Run, which does both).
 type Server struct {
-	cfg Config
-	tls *tls.Config
-	log *slog.Logger
-	ln  net.Listener
-	sem chan struct{} // handshake slots
+	cfg   Config
+	tls   *tls.Config
+	log   *slog.Logger
+	ln    net.Listener
+	sem   chan struct{} // handshake slots
+	guard *tunnel.Guard // re-verifies open sessions
 
 	mu       sync.Mutex
 	sessions map[*tunnel.Session]struct{}
@@ -33,14 +34,25 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	return &Server{
+	s := &Server{
 		cfg:      c,
 		tls:      c.TLS.ServerConfig(),
 		log:      c.Logger,
 		sem:      make(chan struct{}, c.MaxHandshakes),
 		sessions: make(map[*tunnel.Session]struct{}),
-	}, nil
+	}
+	s.guard = &tunnel.Guard{
+		Verify:   func(sess *tunnel.Session) error { return s.cfg.TLS.VerifyClient(sess.PeerChain) },
+		Interval: c.RecheckInterval,
+		Logger:   c.Logger,
+	}
+	return s, nil
 }
+
+// Recheck verifies the client certificates of all open sessions again now
+// and closes the sessions that no longer pass, for example after a CRL
+// reload. It does not block.
+func (s *Server) Recheck() { s.guard.Recheck() }
 
 // Listen binds the listener and returns its address (useful with port 0).
 func (s *Server) Listen() (net.Addr, error) {
@@ -71,6 +83,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	acceptDone := make(chan error, 1)
 	go func() { acceptDone <- s.acceptLoop(ctx) }()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.guard.Run(ctx)
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -123,7 +140,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log.Info("session established")
+	s.guard.Add(sess)
 	err = s.acceptStreams(ctx, sess, log)
+	s.guard.Remove(sess)
 	s.untrack(sess)
 	reason := "closed by server"
 	if err != nil {

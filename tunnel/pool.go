@@ -21,6 +21,7 @@ type Pool struct {
 	Dialer *Dialer
 	Size   int // default 1
 	Logger *slog.Logger
+	Guard  *Guard // if set, every session is added to it while open
 
 	mu       sync.Mutex
 	sessions []*Session
@@ -146,6 +147,9 @@ func (p *Pool) dial() {
 		return
 	}
 	p.sessions = append(p.sessions, s)
+	if p.Guard != nil {
+		p.Guard.Add(s)
+	}
 	p.log().Info("session established", "server", p.Dialer.Address, "peer", PeerID(s.Peer),
 		"remote", s.Remote.String(), "rtt", s.RTT)
 	p.wg.Add(1)
@@ -164,6 +168,9 @@ func (p *Pool) watch(s *Session) {
 		}
 	}
 	delete(p.draining, s)
+	if p.Guard != nil {
+		p.Guard.Remove(s)
+	}
 	closing := p.closed
 	p.mu.Unlock()
 	reason := "closed by client"

@@ -90,7 +90,8 @@ func (y yamuxLogger) log(msg string) {
 // Session is one authenticated TLS connection carrying a yamux session.
 type Session struct {
 	*yamux.Session
-	Peer        *x509.Certificate // the verified peer leaf
+	Peer        *x509.Certificate   // the verified peer leaf
+	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
 	Remote      net.Addr
 	Established time.Time
 	RTT         time.Duration // client side: the round trip of the confirming ping
@@ -194,6 +195,7 @@ func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error
 	return &Session{
 		Session:     ys,
 		Peer:        cs.PeerCertificates[0],
+		PeerChain:   cs.PeerCertificates,
 		Remote:      tconn.RemoteAddr(),
 		Established: time.Now(),
 	}, nil

@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"time"
 )
 
 // ALPN is the only application protocol an mtunnel agent speaks over TLS.
@@ -19,6 +21,20 @@ const ALPN = "mtunnel/1"
 type Credentials struct {
 	Certificate tls.Certificate // own chain and key; Leaf must be set
 	Roots       *x509.CertPool  // CAs trusted to sign the peer's certificate
+	// Intermediates are CA certificates that may complete a peer's chain
+	// when the peer does not send them (--intermediates). They are never
+	// trusted on their own.
+	Intermediates []*x509.Certificate
+	// Issuer is the CA certificate that signed our own leaf, needed to ask
+	// OCSP about it for stapling. Optional.
+	Issuer *x509.Certificate
+}
+
+// RevocationChecker decides whether a verified chain (leaf first, root
+// last) has been revoked. staple is the OCSP response the peer stapled, or
+// nil. It returns a *VerifyError.
+type RevocationChecker interface {
+	Check(chain []*x509.Certificate, staple []byte) error
 }
 
 // TLSPolicy builds the crypto/tls configurations of both agents. All mTLS
@@ -33,10 +49,67 @@ type TLSPolicy struct {
 	// MinVersion is tls.VersionTLS13 when zero; tls.VersionTLS12 is the
 	// lowest allowed.
 	MinVersion uint16
+	// ClockSkew is how far outside its validity period a certificate may
+	// be and still pass, for peers whose clocks disagree. Default 1 minute;
+	// negative means none.
+	ClockSkew time.Duration
+	// LegacyCN lets a server certificate without any SAN match the server
+	// name by its common name (off by default; each match is logged).
+	LegacyCN bool
+	// Revocation, if set, is consulted for every verified chain.
+	Revocation RevocationChecker
+	// Logger receives warnings such as legacy CN matches. Nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+func (p *TLSPolicy) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+func (p *TLSPolicy) clockSkew() time.Duration {
+	switch {
+	case p.ClockSkew < 0:
+		return 0
+	case p.ClockSkew == 0:
+		return time.Minute
+	}
+	return p.ClockSkew
+}
+
+func (p *TLSPolicy) logger() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+// VerifyClient runs the full verification of a client's certificate chain
+// (as sent, leaf first). Agents call it again on open sessions to catch
+// revocation and expiry after the handshake.
+func (p *TLSPolicy) VerifyClient(peer []*x509.Certificate) error {
+	return p.verifyPeer(peer, nil, x509.ExtKeyUsageClientAuth)
+}
+
+// VerifyServer is VerifyClient for a server's chain, including its name.
+func (p *TLSPolicy) VerifyServer(peer []*x509.Certificate) error {
+	return p.verifyPeer(peer, nil, x509.ExtKeyUsageServerAuth)
+}
+
+// checkALPN refuses a connection that did not negotiate our protocol.
+func checkALPN(cs tls.ConnectionState) error {
+	if cs.NegotiatedProtocol != ALPN {
+		return refuse(ReasonALPN, "peer negotiated ALPN %q, want %q", cs.NegotiatedProtocol, ALPN)
+	}
+	return nil
 }
 
 // Validate reports a policy that cannot produce a safe configuration.
-func (p TLSPolicy) Validate() error {
+func (p *TLSPolicy) Validate() error {
 	if p.Credentials == nil {
 		return errors.New("tls policy: no credentials")
 	}
@@ -48,7 +121,7 @@ func (p TLSPolicy) Validate() error {
 	return nil
 }
 
-func (p TLSPolicy) minVersion() uint16 {
+func (p *TLSPolicy) minVersion() uint16 {
 	if p.MinVersion == 0 {
 		return tls.VersionTLS13
 	}
@@ -58,10 +131,10 @@ func (p TLSPolicy) minVersion() uint16 {
 // ServerConfig is the configuration of the server agent's listener.
 //
 // ClientAuth is RequestClientCert, not RequireAndVerifyClientCert: the
-// verification is done by verifyPeer in VerifyConnection, which runs on every
+// verification is done by verifyPeer (verify.go) in VerifyConnection, which runs on every
 // handshake including resumptions, and which can name the reason a client
 // was refused (a missing certificate included) for logs and metrics.
-func (p TLSPolicy) ServerConfig() *tls.Config {
+func (p *TLSPolicy) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: p.minVersion(),
 		NextProtos: []string{ALPN},
@@ -78,7 +151,10 @@ func (p TLSPolicy) ServerConfig() *tls.Config {
 			return &p.Credentials().Certificate, nil
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(cs, p.Credentials().Roots, x509.ExtKeyUsageClientAuth, "")
+			if err := checkALPN(cs); err != nil {
+				return err
+			}
+			return p.verifyPeer(cs.PeerCertificates, cs.OCSPResponse, x509.ExtKeyUsageClientAuth)
 		},
 	}
 }
@@ -90,7 +166,7 @@ func (p TLSPolicy) ServerConfig() *tls.Config {
 // VerifyConnection, which crypto/tls calls whatever InsecureSkipVerify says.
 // Doing it ourselves gives every failure a reason and keeps the client and
 // server checks in one function.
-func (p TLSPolicy) ClientConfig() *tls.Config {
+func (p *TLSPolicy) ClientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:         p.minVersion(),
 		NextProtos:         []string{ALPN},
@@ -100,7 +176,10 @@ func (p TLSPolicy) ClientConfig() *tls.Config {
 			return &p.Credentials().Certificate, nil
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(cs, p.Credentials().Roots, x509.ExtKeyUsageServerAuth, p.ServerName)
+			if err := checkALPN(cs); err != nil {
+				return err
+			}
+			return p.verifyPeer(cs.PeerCertificates, cs.OCSPResponse, x509.ExtKeyUsageServerAuth)
 		},
 	}
 }

@@ -1,0 +1,54 @@
+// Package tunnel is the transport both mtunnel agents share: the TLS policy
+// and peer verification, yamux sessions tuned for a tunnel, the stream
+// header, the session pool and the one copy loop (Join). It reads no files
+// and no flags and keeps no global state.
+//
+// # Wire protocol, version 1
+//
+// Connection. The client agent opens TCP to the server agent and runs TLS
+// 1.3 (1.2 only when configured; nothing lower). Both sides must negotiate
+// ALPN "mtunnel/1"; a peer that offers or negotiates anything else is
+// refused during the handshake. Both sides present certificates and verify
+// the other's (see verify.go): the server requires a client certificate
+// with the clientAuth usage chaining to its trusted CAs, the client requires
+// a server certificate with serverAuth chaining to its CAs and carrying the
+// expected server name as a DNS or IP SAN. A connection that has not
+// completed the handshake within the handshake timeout is closed.
+//
+// Session. One yamux session (github.com/hashicorp/yamux v0.1.2 framing)
+// runs over each TLS connection; the client agent is the yamux client and
+// the only side that opens streams. The client confirms a new session with
+// one yamux ping before using it: under TLS 1.3 the client's handshake
+// completes before the server has judged the client certificate, so only a
+// round trip proves the server accepted it. Tuning is in SessionConfig.
+//
+// Stream. Each app connection is one stream. The client agent writes a
+// request header and then, without waiting, the app's bytes:
+//
+//	request:  version=1 (1 byte) | kind=1 "open" (1 byte) | n (1 byte) | route (n bytes)
+//
+// The route is 1 to 64 bytes of [A-Za-z0-9._-]. The server agent reads the
+// header within a timeout, looks up the route, checks the route's identity
+// rules against the verified client certificate, dials the route's target
+// (as soon as the header is read, so server-first protocols work) and
+// answers:
+//
+//	response: version=1 (1 byte) | status (1 byte) | n (1 byte) | reason (n bytes, UTF-8)
+//
+// with status 0 ok, 1 unknown route, 2 forbidden, 3 target unreachable,
+// 4 bad request, 5 unavailable. After "ok" the stream carries raw bytes both
+// ways. After any other status the server closes the stream and the client
+// agent resets the app's connection; app bytes sent before the answer are
+// discarded by the server, never forwarded.
+//
+// Ends. A FIN on a stream is a half-close: when the app shuts down writing,
+// the target sees a FIN and the other direction keeps flowing, and the same
+// the other way. Once one direction has ended, the other is cut if it stays
+// idle for the half-close timeout. If the session dies, every app and target
+// connection on it is reset (RST), never closed cleanly: yamux reports a
+// dead session as EOF, so Join checks the session before passing an EOF on.
+//
+// Known limit: yamux v0.1.2 has no way to reset a single stream, so when
+// an app's connection is reset mid-stream the target sees a FIN, not a
+// reset. The client agent logs such streams with result "reset".
+package tunnel
