@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/mtunnel/mtunnel/client"
-	"github.com/mtunnel/mtunnel/tunnel"
 	"github.com/urfave/cli/v2"
 )
 
@@ -13,7 +12,8 @@ func clientCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "client",
 		Usage: "run the client agent: listen locally and carry each connection to the server agent",
-		Flags: append(tlsFlags(),
+		Flags: append(append(tlsFlags(), verifyFlags()...),
+			&cli.BoolFlag{Name: "legacy-cn", Usage: "accept a server certificate without any SAN whose common name matches --server-name (logged)", EnvVars: env("LEGACY_CN")},
 			&cli.StringFlag{Name: "listen", Usage: "local listen `ADDR`, e.g. 127.0.0.1:15432", EnvVars: env("LISTEN")},
 			&cli.StringFlag{Name: "server", Usage: "server agent `HOST:PORT`", EnvVars: env("SERVER")},
 			&cli.StringFlag{Name: "server-name", Usage: "name the server certificate must carry (default: host of --server)", EnvVars: env("SERVER_NAME")},
@@ -27,11 +27,13 @@ func clientCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := clientConfig(c)
+			cfg, tl, err := clientSetup(c)
 			if err != nil {
 				return err
 			}
 			cfg.Logger = log
+			tl.setLogger(log)
+			cfg.TLS.Logger = log
 			cl, err := client.New(cfg)
 			if err != nil {
 				return configErr(err)
@@ -39,6 +41,8 @@ func clientCommand() *cli.Command {
 			if _, err := cl.Listen(); err != nil {
 				return configErr(err)
 			}
+			wait := tl.start(c.Context, c, cl.Recheck)
+			defer wait()
 			return cl.Serve(c.Context)
 		},
 	}
@@ -46,50 +50,69 @@ func clientCommand() *cli.Command {
 
 // clientConfig merges the config file (if any) with flags and environment.
 func clientConfig(c *cli.Context) (client.Config, error) {
+	cfg, _, err := clientSetup(c)
+	return cfg, err
+}
+
+// clientSetup is clientConfig plus the TLS jobs the agent must run.
+func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
+	fail := func(err error) (client.Config, *agentTLS, error) { return client.Config{}, nil, err }
 	if err := noArgs(c); err != nil {
-		return client.Config{}, err
+		return fail(err)
 	}
 	var f clientFile
 	file := c.String("config")
 	if file != "" {
 		if err := loadYAML(file, &f); err != nil {
-			return client.Config{}, err
+			return fail(err)
 		}
 	}
-	creds, minVersion, err := pickTLS(c, f.TLS, file).credentials(x509.ExtKeyUsageClientAuth)
+	tl, err := buildTLS(c, f.TLS, file, x509.ExtKeyUsageClientAuth)
 	if err != nil {
-		return client.Config{}, err
+		return fail(err)
 	}
 	srv := pick(c, "server", f.Server, file, "server")
 	if srv.value == "" {
-		return client.Config{}, configErrorf("%s is required", srv.source)
+		return fail(configErrorf("%s is required", srv.source))
 	}
 	var routes []client.Route
 	for _, r := range f.Routes {
 		routes = append(routes, client.Route{Listen: r.Listen, Route: r.Route})
 	}
-	if c.IsSet("listen") {
+	// --listen and --route describe one route: they override the file's
+	// route when it has exactly one, and are refused when it has several
+	// (which one would they mean?).
+	switch {
+	case (c.IsSet("listen") || c.IsSet("route")) && len(routes) > 1:
+		return fail(configErrorf("--listen/--route (or MTUNNEL_LISTEN/MTUNNEL_ROUTE) set one route, but %s has %d; set listen addresses in the file", file, len(routes)))
+	case len(routes) == 1:
+		if c.IsSet("listen") {
+			routes[0].Listen = c.String("listen")
+		}
+		if c.IsSet("route") {
+			routes[0].Route = c.String("route")
+		}
+	case c.IsSet("listen"):
 		routes = []client.Route{{Listen: c.String("listen"), Route: c.String("route")}}
 	}
 	if len(routes) == 0 {
-		return client.Config{}, configErrorf("no route: give --listen (and --route), or routes in --config")
+		return fail(configErrorf("no route: give --listen (and --route), or routes in --config"))
 	}
+	tl.policy.ServerName = pick(c, "server-name", f.TLS.ServerName, file, "tls.server_name").value
+	tl.policy.LegacyCN = c.Bool("legacy-cn") || (!c.IsSet("legacy-cn") && f.TLS.LegacyCN)
 	cfg := client.Config{
-		Server: srv.value,
-		TLS: tunnel.TLSPolicy{
-			Credentials: static(creds),
-			ServerName:  pick(c, "server-name", f.TLS.ServerName, file, "tls.server_name").value,
-			MinVersion:  minVersion,
-		},
+		Server:           srv.value,
+		TLS:              tl.policy,
 		Routes:           routes,
 		Sessions:         c.Int("sessions"),
 		HandshakeTimeout: durationFlag(c, "handshake-timeout"),
 		ConnectWait:      durationFlag(c, "connect-wait"),
 		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
+		RecheckInterval:  c.Duration("recheck-interval"),
 	}
 	if err := cfg.Validate(); err != nil {
-		return client.Config{}, configErr(fmt.Errorf("%w%s", err, fileHint(file)))
+		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
-	return cfg, nil
+	return cfg, tl, nil
 }

@@ -22,11 +22,16 @@ import (
 // file says (flag > env > file > default).
 
 type fileTLS struct {
-	Cert       string `yaml:"cert"`
-	Key        string `yaml:"key"`
-	CA         string `yaml:"ca"`
-	ServerName string `yaml:"server_name"` // client only
-	MinVersion string `yaml:"min_version"`
+	Cert          string   `yaml:"cert"`
+	Key           string   `yaml:"key"`
+	CA            string   `yaml:"ca"`
+	Intermediates string   `yaml:"intermediates"`
+	ServerName    string   `yaml:"server_name"` // client only
+	LegacyCN      bool     `yaml:"legacy_cn"`   // client only
+	MinVersion    string   `yaml:"min_version"`
+	CRL           []string `yaml:"crl"`
+	CRLStale      string   `yaml:"crl_stale"`
+	OCSP          string   `yaml:"ocsp"`
 }
 
 type serverFile struct {
@@ -75,7 +80,13 @@ func loadYAML(path string, v interface{ paths() []*string }) error {
 
 func (f *serverFile) paths() []*string { return f.TLS.paths() }
 func (f *clientFile) paths() []*string { return f.TLS.paths() }
-func (t *fileTLS) paths() []*string    { return []*string{&t.Cert, &t.Key, &t.CA} }
+func (t *fileTLS) paths() []*string {
+	p := []*string{&t.Cert, &t.Key, &t.CA, &t.Intermediates}
+	for i := range t.CRL {
+		p = append(p, &t.CRL[i])
+	}
+	return p
+}
 
 // setting is one resolved value and where it came from, so errors can
 // name the flag or the config key at fault.
@@ -94,50 +105,65 @@ func pick(c *cli.Context, flag, fileValue, file, key string) setting {
 
 // tlsSettings are the TLS inputs shared by both agents.
 type tlsSettings struct {
-	cert, key, ca, minVersion setting
+	cert, key, ca, intermediates, minVersion setting
 }
 
 func pickTLS(c *cli.Context, f fileTLS, file string) tlsSettings {
 	return tlsSettings{
-		cert:       pick(c, "cert", f.Cert, file, "tls.cert"),
-		key:        pick(c, "key", f.Key, file, "tls.key"),
-		ca:         pick(c, "ca", f.CA, file, "tls.ca"),
-		minVersion: pick(c, "tls-min", f.MinVersion, file, "tls.min_version"),
+		cert:          pick(c, "cert", f.Cert, file, "tls.cert"),
+		key:           pick(c, "key", f.Key, file, "tls.key"),
+		ca:            pick(c, "ca", f.CA, file, "tls.ca"),
+		intermediates: pick(c, "intermediates", f.Intermediates, file, "tls.intermediates"),
+		minVersion:    pick(c, "tls-min", f.MinVersion, file, "tls.min_version"),
 	}
 }
 
-// credentials loads and checks the key pair and trust bundle. usage is the
-// role of our own certificate: a server certificate must allow ServerAuth.
-func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, uint16, error) {
+// credentials loads and checks the key pair, the trust bundle and the
+// optional intermediates. usage is the role of our own certificate: a server
+// certificate must allow ServerAuth. It also returns every CA certificate it
+// read (where CRL issuers are looked up).
+func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, uint16, []*x509.Certificate, error) {
 	for _, s := range []setting{t.cert, t.key, t.ca} {
 		if s.value == "" {
-			return nil, 0, configErrorf("%s is required", s.source)
+			return nil, 0, nil, configErrorf("%s is required", s.source)
 		}
 	}
 	pair, err := certs.LoadKeyPair(t.cert.value, t.key.value)
 	if err != nil {
-		return nil, 0, configErrorf("%s / %s: %w", t.cert.source, t.key.source, err)
+		return nil, 0, nil, configErrorf("%s / %s: %w", t.cert.source, t.key.source, err)
 	}
-	roots, _, err := certs.LoadPool(t.ca.value)
+	roots, cas, err := certs.LoadPool(t.ca.value)
 	if err != nil {
-		return nil, 0, configErrorf("%s: %w", t.ca.source, err)
+		return nil, 0, nil, configErrorf("%s: %w", t.ca.source, err)
 	}
-	var inter []*x509.Certificate
+	var extra []*x509.Certificate
+	if t.intermediates.value != "" {
+		if _, extra, err = certs.LoadPool(t.intermediates.value); err != nil {
+			return nil, 0, nil, configErrorf("%s: %w", t.intermediates.source, err)
+		}
+	}
+	var sent []*x509.Certificate
 	for _, der := range pair.Certificate[1:] {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, 0, configErrorf("%s: intermediate certificate: %w", t.cert.source, err)
+			return nil, 0, nil, configErrorf("%s: intermediate certificate: %w", t.cert.source, err)
 		}
-		inter = append(inter, c)
+		sent = append(sent, c)
 	}
-	if err := certs.VerifyChain(pair.Leaf, inter, roots, usage); err != nil {
-		return nil, 0, configErrorf("%s checked against %s: %w", t.cert.source, t.ca.source, err)
+	if err := certs.VerifyChain(pair.Leaf, append(sent, extra...), roots, usage); err != nil {
+		return nil, 0, nil, configErrorf("%s checked against %s: %w", t.cert.source, t.ca.source, err)
 	}
 	mv, err := parseTLSVersion(t.minVersion)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	return &tunnel.Credentials{Certificate: pair, Roots: roots}, mv, nil
+	all := append(append(append([]*x509.Certificate(nil), cas...), extra...), sent...)
+	return &tunnel.Credentials{
+		Certificate:   pair,
+		Roots:         roots,
+		Intermediates: extra,
+		Issuer:        ownIssuer(pair.Leaf, all),
+	}, mv, all, nil
 }
 
 func parseTLSVersion(s setting) (uint16, error) {

@@ -274,6 +274,8 @@ routes:
 func TestClientConfig(t *testing.T) {
 	p := newPKI(t)
 	file := writeFile(t, p.dir, "client.yaml", clientYAML)
+	// With one route in the file, --listen and --route override its fields.
+	one := writeFile(t, p.dir, "client1.yaml", strings.Replace(clientYAML, "  - listen: 127.0.0.1:18080\n", "", 1))
 	envCert, envKey := p.pair("client-env")
 	yamlRoutes := []client.Route{{Listen: "127.0.0.1:15432", Route: "db"}, {Listen: "127.0.0.1:18080"}}
 	tests := []struct {
@@ -297,18 +299,18 @@ func TestClientConfig(t *testing.T) {
 		wantMin:        tls.VersionTLS12,
 	}, {
 		name: "flags override file",
-		args: append([]string{"--config", file, "--server", "flag.example.com:1", "--server-name", "flag.example.com",
+		args: append([]string{"--config", one, "--server", "flag.example.com:1", "--server-name", "flag.example.com",
 			"--listen", "127.0.0.1:7000", "--tls-min", "1.3", "--sessions", "2"}, p.flags("client-flag")...),
 		wantServer:     "flag.example.com:1",
 		wantServerName: "flag.example.com",
-		wantRoutes:     []client.Route{{Listen: "127.0.0.1:7000", Route: "default"}},
+		wantRoutes:     []client.Route{{Listen: "127.0.0.1:7000", Route: "db"}}, // the file's route name stays
 		wantCN:         "client-flag",
 		wantMin:        tls.VersionTLS13,
 		wantSessions:   2,
 	}, {
 		name: "env overrides file",
 		env: map[string]string{
-			"MTUNNEL_CONFIG": file, "MTUNNEL_SERVER": "env.example.com:2", "MTUNNEL_SERVER_NAME": "env.example.com",
+			"MTUNNEL_CONFIG": one, "MTUNNEL_SERVER": "env.example.com:2", "MTUNNEL_SERVER_NAME": "env.example.com",
 			"MTUNNEL_LISTEN": "127.0.0.1:7001", "MTUNNEL_ROUTE": "web", "MTUNNEL_TLS_MIN": "1.3",
 			"MTUNNEL_CERT": envCert, "MTUNNEL_KEY": envKey, "MTUNNEL_SESSIONS": "3",
 		},
@@ -321,7 +323,7 @@ func TestClientConfig(t *testing.T) {
 	}, {
 		name: "flags override env",
 		env: map[string]string{
-			"MTUNNEL_CONFIG": file, "MTUNNEL_SERVER": "env.example.com:2", "MTUNNEL_SERVER_NAME": "env.example.com",
+			"MTUNNEL_CONFIG": one, "MTUNNEL_SERVER": "env.example.com:2", "MTUNNEL_SERVER_NAME": "env.example.com",
 			"MTUNNEL_LISTEN": "127.0.0.1:7001", "MTUNNEL_ROUTE": "web", "MTUNNEL_TLS_MIN": "1.3",
 			"MTUNNEL_CERT": envCert, "MTUNNEL_KEY": envKey, "MTUNNEL_SESSIONS": "3",
 		},
@@ -501,6 +503,7 @@ func TestConfigErrors(t *testing.T) {
 	nobody := writeFile(t, p.dir, "nobody.yaml", "listen: :1\nroutes:\n  db:\n    target: db:5432\n")
 	empty := writeFile(t, p.dir, "empty.yaml", "")
 	notYAML := writeFile(t, p.dir, "list.yaml", "- listen: :1\n")
+	twoRoutes := writeFile(t, p.dir, "two-routes.yaml", clientYAML)
 
 	tests := []struct {
 		name string
@@ -512,6 +515,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown route key", nil, []string{"server", "--config", unknownNested}, []string{unknownNested, "alow"}},
 		{"unknown rule key", nil, []string{"server", "--config", unknownRule}, []string{unknownRule, "common_name"}},
 		{"unknown client key", nil, []string{"client", "--config", unknownClient}, []string{unknownClient, "sessions"}},
+		{"listen with a two-route file", nil, []string{"client", "--config", twoRoutes}, []string{"set one route", twoRoutes + " has 2"}},
 		{"not a mapping", nil, []string{"server", "--config", notYAML}, []string{notYAML}},
 		{"empty file names the missing key", nil, []string{"server", "--config", empty}, []string{empty + ": tls.cert is required"}},
 		{"tls-min 1.1", nil, append([]string{"server", "--tls-min", "1.1", "--target", "db:1", "--allow-all"}, srvFlags...), []string{`--tls-min "1.1"`}},

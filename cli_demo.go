@@ -180,7 +180,7 @@ func demoPKI(dir string) (server, client *tunnel.Credentials, err error) {
 		if r.Server {
 			usage = x509.ExtKeyUsageServerAuth
 		}
-		cr, _, err := t.credentials(usage)
+		cr, _, _, err := t.credentials(usage)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -36,7 +36,7 @@ func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run the server agent: accept mTLS sessions and forward routes to targets",
-		Flags: append(tlsFlags(),
+		Flags: append(append(tlsFlags(), verifyFlags()...),
 			&cli.StringFlag{Name: "listen", Usage: "mTLS listen `ADDR` (host:port)", EnvVars: env("LISTEN")},
 			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\"", EnvVars: env("TARGET")},
 			&cli.StringSliceFlag{Name: "allow-cn", Usage: "allow client certificates with this common name on \"default\"", EnvVars: env("ALLOW_CN")},
@@ -53,11 +53,13 @@ func serverCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := serverConfig(c)
+			cfg, tl, err := serverSetup(c)
 			if err != nil {
 				return err
 			}
 			cfg.Logger = log
+			tl.setLogger(log)
+			cfg.TLS.Logger = log
 			srv, err := server.New(cfg)
 			if err != nil {
 				return configErr(err)
@@ -65,6 +67,8 @@ func serverCommand() *cli.Command {
 			if _, err := srv.Listen(); err != nil {
 				return configErr(err)
 			}
+			wait := tl.start(c.Context, c, srv.Recheck)
+			defer wait()
 			return srv.Serve(c.Context)
 		},
 	}
@@ -72,19 +76,26 @@ func serverCommand() *cli.Command {
 
 // serverConfig merges the config file (if any) with flags and environment.
 func serverConfig(c *cli.Context) (server.Config, error) {
+	cfg, _, err := serverSetup(c)
+	return cfg, err
+}
+
+// serverSetup is serverConfig plus the TLS jobs the agent must run.
+func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
+	fail := func(err error) (server.Config, *agentTLS, error) { return server.Config{}, nil, err }
 	if err := noArgs(c); err != nil {
-		return server.Config{}, err
+		return fail(err)
 	}
 	var f serverFile
 	file := c.String("config")
 	if file != "" {
 		if err := loadYAML(file, &f); err != nil {
-			return server.Config{}, err
+			return fail(err)
 		}
 	}
-	creds, minVersion, err := pickTLS(c, f.TLS, file).credentials(x509.ExtKeyUsageServerAuth)
+	tl, err := buildTLS(c, f.TLS, file, x509.ExtKeyUsageServerAuth)
 	if err != nil {
-		return server.Config{}, err
+		return fail(err)
 	}
 	routes := map[string]server.Route{}
 	for name, r := range f.Routes {
@@ -93,29 +104,30 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	if c.IsSet("target") {
 		routes["default"] = server.Route{Target: c.String("target"), ACL: flagACL(c)}
 	} else if acl := flagACL(c); acl.AllowAll || len(acl.Rules) > 0 {
-		return server.Config{}, configErrorf("--allow-* flags apply to the route set by --target; give --target too")
+		return fail(configErrorf("--allow-* flags apply to the route set by --target; give --target too"))
 	}
 	listen := pick(c, "listen", f.Listen, file, "listen")
 	if listen.value == "" {
-		return server.Config{}, configErrorf("%s is required", listen.source)
+		return fail(configErrorf("%s is required", listen.source))
 	}
 	if len(routes) == 0 {
-		return server.Config{}, configErrorf("no route: give --target (and --allow-* or --allow-all), or routes in --config")
+		return fail(configErrorf("no route: give --target (and --allow-* or --allow-all), or routes in --config"))
 	}
 	cfg := server.Config{
 		Listen:           listen.value,
-		TLS:              tunnel.TLSPolicy{Credentials: static(creds), MinVersion: minVersion},
+		TLS:              tl.policy,
 		Routes:           routes,
 		HandshakeTimeout: durationFlag(c, "handshake-timeout"),
 		HeaderTimeout:    durationFlag(c, "header-timeout"),
 		DialTimeout:      durationFlag(c, "dial-timeout"),
 		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
+		RecheckInterval:  c.Duration("recheck-interval"),
 	}
 	if err := cfg.Validate(); err != nil {
-		return server.Config{}, configErr(fmt.Errorf("%w%s", err, fileHint(file)))
+		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
-	return cfg, nil
+	return cfg, tl, nil
 }
 
 func fileHint(file string) string {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -29,6 +30,13 @@ type Request struct {
 	// ValidFor is the validity from now; zero means DefaultLeafValidity.
 	// NotAfter is capped at the issuing CA's NotAfter.
 	ValidFor time.Duration
+
+	// OCSPServer and CRLDistributionPoints are absolute http(s) URLs
+	// copied into the Authority Information Access and CRL Distribution
+	// Points extensions (RFC 5280 4.2.2.1, 4.2.1.13), where verifiers look
+	// for revocation data. Empty means none.
+	OCSPServer            []string
+	CRLDistributionPoints []string
 }
 
 // Leaf is an issued certificate and its private key.
@@ -108,6 +116,8 @@ func (r Request) template(ca *x509.Certificate, now time.Time) (*x509.Certificat
 		DNSNames:              append([]string(nil), r.DNS...),
 		IPAddresses:           append([]net.IP(nil), r.IPs...),
 		URIs:                  append([]*url.URL(nil), r.URIs...),
+		OCSPServer:            append([]string(nil), r.OCSPServer...),
+		CRLDistributionPoints: append([]string(nil), r.CRLDistributionPoints...),
 	}
 	// The extended key usages restrict the leaf to the roles it was issued
 	// for: Go's crypto/tls rejects a client certificate without ClientAuth
@@ -168,6 +178,33 @@ func (r Request) validate() error {
 		if err := checkURI(u); err != nil {
 			return fmt.Errorf("%w: URI SAN #%d: %v", ErrInvalidRequest, i+1, err)
 		}
+	}
+	for _, s := range r.OCSPServer {
+		if err := checkHTTPURL(s); err != nil {
+			return fmt.Errorf("%w: OCSP server %q: %v", ErrInvalidRequest, s, err)
+		}
+	}
+	for _, s := range r.CRLDistributionPoints {
+		if err := checkHTTPURL(s); err != nil {
+			return fmt.Errorf("%w: CRL distribution point %q: %v", ErrInvalidRequest, s, err)
+		}
+	}
+	return nil
+}
+
+// checkHTTPURL reports why s cannot be an OCSP or CRL URL: verifiers fetch
+// those over plain HTTP (RFC 5280 4.2.1.13, RFC 6960 appendix A), so
+// anything but an absolute http(s) URL with a host is a mistake.
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("is not an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return errors.New("has no host")
 	}
 	return nil
 }

@@ -68,9 +68,8 @@ func refuse(r Reason, format string, args ...any) *VerifyError {
 //     either side) and the extended key usage of the role;
 //  3. what x509 does not check: the leaf must name the role's extended key
 //     usage explicitly (x509 lets a leaf without any EKU pass for every
-//     role), its key usage must allow signatures, and every CA on the chain
-//     with a key usage extension must allow certificate signing (Go ignores
-//     key usage on CAs: crypto/x509 verify.go);
+//     role) and its key usage must allow signatures. (A CA whose key usage
+//     lacks keyCertSign is refused by x509 itself, in CheckSignatureFrom.)
 //  4. for a server: its name, as a DNS or IP SAN; the common name only with
 //     LegacyCN, for a certificate with no SAN at all under a chain without
 //     name constraints;
@@ -111,14 +110,9 @@ func (p *TLSPolicy) verifyPeer(peer []*x509.Certificate, staple []byte, usage x5
 	return firstErr
 }
 
-// checkChain runs the checks that depend on the chain found: CA key usage,
-// the server name, revocation.
+// checkChain runs the checks that depend on the chain found: the server
+// name and revocation.
 func (p *TLSPolicy) checkChain(chain []*x509.Certificate, staple []byte, usage x509.ExtKeyUsage) error {
-	for _, ca := range chain[1:] {
-		if ca.KeyUsage != 0 && ca.KeyUsage&x509.KeyUsageCertSign == 0 {
-			return refuse(ReasonBadChain, "CA %s key usage does not allow certificate signing", subject(ca))
-		}
-	}
 	if usage == x509.ExtKeyUsageServerAuth {
 		if err := p.checkServerName(chain); err != nil {
 			return err
