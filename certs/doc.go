@@ -33,4 +33,15 @@
 //     involved, and wrap a sentinel (ErrNoCertificate, ErrKeyMismatch, ...)
 //     that callers can test with errors.Is. Messages never contain key
 //     material.
+//
+// Revocation data lives here too, as data: intermediate CAs with name
+// constraints (intermediate.go), the openssl-compatible index.txt of issued
+// and revoked certificates (index.go), CRLs it generates (crlgen.go) and
+// CRLs it loads and verifies against their issuer, refusing rollbacks by
+// CRL number (crl.go), and OCSP: request, fetch with a cache keyed by issuer
+// and serial, and verification of responses including what
+// x/crypto/ocsp leaves out, responder authority and the CertID's issuer
+// hashes (ocsp.go, ocsp_client.go). OCSP fetching is the one place the
+// package uses the network (net/http). The policy that uses all this is in
+// package tunnel.
 package certs

@@ -1,0 +1,67 @@
+package integration
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRevokeLiveSessionBinary is revocation as an operator does it, with
+// the built binary: `certs revoke` and `certs crl` while a revoked client's
+// session is open. The server notices the new CRL file (poll interval and
+// recheck shortened by flags), closes the open session (its app gets a
+// reset), refuses the client's new handshakes, and keeps serving the
+// others. A broken CRL written afterwards and pushed with SIGHUP is refused
+// and the last good CRL stays in force.
+func TestRevokeLiveSessionBinary(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	k := newBinPKI(t, dir)
+	mustRunBinary(t, "certs", "issue", "--dir", dir, "--name", "victim", "--client")
+	mustRunBinary(t, "certs", "crl", "--dir", dir)
+	crlFile := filepath.Join(dir, "ca.crl")
+	echoAddr := backend(t, echo)
+
+	args := append(k.serverArgs("127.0.0.1:0", echoAddr), "--allow-cn", "victim", "--crl", crlFile,
+		"--crl-reload-interval", "100ms", "--recheck-interval", "200ms")
+	server := startAgent(t, "server", nil, args...)
+	serverAddr := server.listening(t)
+	good := startAgent(t, "client", nil, k.clientArgs(serverAddr)...).listening(t)
+	victimArgs := withFlag(withFlag(k.clientArgs(serverAddr), "--cert", filepath.Join(dir, "victim.crt")), "--key", filepath.Join(dir, "victim.key"))
+	victim := startAgent(t, "victim", nil, victimArgs...).listening(t)
+
+	c, err := net.Dial("tcp", victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.Write([]byte("ping"))
+	if _, err := c.Read(make([]byte, 4)); err != nil {
+		t.Fatalf("victim not connected before the revocation: %v", err)
+	}
+
+	mustRunBinary(t, "certs", "revoke", "--dir", dir, "--cert", filepath.Join(dir, "victim.crt"), "--reason", "keyCompromise")
+	mustRunBinary(t, "certs", "crl", "--dir", dir)
+	server.waitLog(t, "CRL loaded", "revoked", "1")
+	expectResetOn(t, c)
+	server.waitLog(t, "closing session: peer no longer passes verification", "peer", "CN=victim", "reason", "revoked")
+	expectReset(t, victim)
+	server.waitLog(t, "handshake failed", "reason", "revoked")
+	if err := echoCheck(t, good, 256<<10); err != nil {
+		t.Fatalf("the good client stopped working: %v", err)
+	}
+
+	if err := os.WriteFile(crlFile, []byte("-----BEGIN X509 CRL-----\nhalf written"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server.cmd.Process.Signal(syscall.SIGHUP)
+	server.waitLog(t, "CRL reload refused; keeping the last good CRL")
+	expectReset(t, victim)
+	server.waitLogN(t, 2, "handshake failed", "reason", "revoked")
+	if err := echoCheck(t, good, 256<<10); err != nil {
+		t.Fatalf("the good client stopped working after a broken CRL: %v", err)
+	}
+}
