@@ -18,7 +18,7 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "server", Usage: "server agent `HOST:PORT`", EnvVars: env("SERVER")},
 			&cli.StringFlag{Name: "server-name", Usage: "name the server certificate must carry (default: host of --server)", EnvVars: env("SERVER_NAME")},
 			&cli.StringFlag{Name: "route", Value: "default", Usage: "route `NAME` on the server for --listen", EnvVars: env("ROUTE")},
-			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server (default 1)", EnvVars: env("SESSIONS")},
+			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded (default: CPUs, at least 2)", EnvVars: env("SESSIONS")},
 			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset (default 10s)", EnvVars: env("CONNECT_WAIT")},
 		),
 		OnUsageError: onUsageError,
@@ -71,6 +71,10 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 	if err != nil {
 		return fail(err)
 	}
+	sess, err := sessionFlags(c)
+	if err != nil {
+		return fail(err)
+	}
 	srv := pick(c, "server", f.Server, file, "server")
 	if srv.value == "" {
 		return fail(configErrorf("%s is required", srv.source))
@@ -110,6 +114,7 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
 		RecheckInterval:  c.Duration("recheck-interval"),
+		Session:          sess,
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))

@@ -5,9 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -198,4 +201,36 @@ func durationFlag(c *cli.Context, name string) time.Duration {
 // static returns a Credentials func for a TLSPolicy.
 func static(cr *tunnel.Credentials) func() *tunnel.Credentials {
 	return func() *tunnel.Credentials { return cr }
+}
+
+// sessionFlags reads the yamux tuning flags shared by both agents, and
+// applies --gomaxprocs to the process.
+func sessionFlags(c *cli.Context) (tunnel.SessionConfig, error) {
+	if n := c.Int("gomaxprocs"); n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+	w, err := parseSize(c.String("stream-window"))
+	if err != nil || w < 256<<10 || w > 1<<30 {
+		return tunnel.SessionConfig{}, configErrorf("--stream-window %q: want a size from 256KiB to 1GiB, like 4MiB", c.String("stream-window"))
+	}
+	return tunnel.SessionConfig{StreamWindow: uint32(w)}, nil
+}
+
+// parseSize parses a byte count with an optional KiB, MiB or GiB suffix.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional KiB, MiB or GiB suffix", s)
+	}
+	return n * mult, nil
 }

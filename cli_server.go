@@ -29,6 +29,8 @@ func tlsFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "handshake-timeout", Usage: "bound on TCP connect + TLS handshake (default 10s)", EnvVars: env("HANDSHAKE_TIMEOUT")},
 		&cli.DurationFlag{Name: "half-close-timeout", Usage: "cut a half-closed stream idle this long (default 5m)", EnvVars: env("HALF_CLOSE_TIMEOUT")},
 		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, wait this long for open streams (default 30s)", EnvVars: env("DRAIN_TIMEOUT")},
+		&cli.StringFlag{Name: "stream-window", Value: "4MiB", Usage: "yamux receive window per stream (e.g. 256KiB, 4MiB): throughput per stream is at most window/RTT", EnvVars: env("STREAM_WINDOW")},
+		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once (0: one per CPU); 1 often costs less CPU per byte on a busy small host", EnvVars: env("GOMAXPROCS")},
 	)
 }
 
@@ -46,6 +48,7 @@ func serverCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-all", Usage: "allow every client certificate signed by --ca on \"default\"", EnvVars: env("ALLOW_ALL")},
 			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header (default 10s)", EnvVars: env("HEADER_TIMEOUT")},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target (default 10s)", EnvVars: env("DIAL_TIMEOUT")},
+			&cli.IntFlag{Name: "max-streams", Usage: "streams open at once on one session; more are refused (default 8192)", EnvVars: env("MAX_STREAMS")},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -106,6 +109,10 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 	} else if acl := flagACL(c); acl.AllowAll || len(acl.Rules) > 0 {
 		return fail(configErrorf("--allow-* flags apply to the route set by --target; give --target too"))
 	}
+	sess, err := sessionFlags(c)
+	if err != nil {
+		return fail(err)
+	}
 	listen := pick(c, "listen", f.Listen, file, "listen")
 	if listen.value == "" {
 		return fail(configErrorf("%s is required", listen.source))
@@ -123,6 +130,8 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
 		RecheckInterval:  c.Duration("recheck-interval"),
+		MaxStreams:       c.Int("max-streams"),
+		Session:          sess,
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"time"
 
@@ -19,8 +20,12 @@ type Config struct {
 	TLS    tunnel.TLSPolicy // ServerName defaults to the host of Server
 	Routes []Route          // at least one
 
-	Session          tunnel.SessionConfig
-	Sessions         int           // sessions kept to the server; default 1
+	Session tunnel.SessionConfig
+	// Sessions is how many sessions are kept to the server; streams go to
+	// the least loaded. More than one lets TLS use more than one core and
+	// keeps one bulk stream from delaying the others behind it in one
+	// connection. Default: the number of CPUs, at least 2.
+	Sessions         int
 	HandshakeTimeout time.Duration // dial + TLS + confirming ping; default 10 s
 	ConnectWait      time.Duration // how long an app connection waits for a session; default 10 s
 	HeaderTimeout    time.Duration // wait for the server's answer to a stream; default 10 s
@@ -69,7 +74,7 @@ func (c *Config) withDefaults() Config {
 	if d.TLS.ServerName == "" {
 		d.TLS.ServerName, _, _ = net.SplitHostPort(d.Server)
 	}
-	d.Sessions = cmp.Or(d.Sessions, 1)
+	d.Sessions = cmp.Or(d.Sessions, max(2, runtime.NumCPU()))
 	d.ConnectWait = cmp.Or(d.ConnectWait, 10*time.Second)
 	d.HeaderTimeout = cmp.Or(d.HeaderTimeout, 10*time.Second)
 	d.HalfCloseTimeout = cmp.Or(d.HalfCloseTimeout, 5*time.Minute)

@@ -45,6 +45,10 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *yamu
 // connection; otherwise target is nil, resp says why in words fit for the
 // client, and err (if any) carries the detail for our own log.
 func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *yamux.Stream) (string, net.Conn, tunnel.Response, error) {
+	if n := sess.NumStreams(); n > s.cfg.MaxStreams {
+		return "", nil, tunnel.Response{Status: tunnel.StatusUnavailable,
+			Reason: fmt.Sprintf("too many streams on this session (%d, limit %d)", n, s.cfg.MaxStreams)}, nil
+	}
 	st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	name, err := tunnel.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})

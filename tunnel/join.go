@@ -57,10 +57,12 @@ func Join(local net.Conn, stream *yamux.Stream, cfg JoinConfig) JoinResult {
 	up := &copier{name: "local->stream", j: j, src: local, dst: stream}
 	down := &copier{name: "stream->local", j: j, src: stream, dst: local, prelude: cfg.Prelude}
 	up.other, down.other = down, up
+	// One direction runs in the caller's goroutine: one goroutine fewer
+	// per connection, and idle connections are what there are most of.
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go up.run(&wg, up.endUp)
-	go down.run(&wg, down.endDown)
+	down.run(&wg, down.endDown)
 	wg.Wait()
 	local.Close()
 	stream.Close()
@@ -115,15 +117,32 @@ func (c *copier) run(wg *sync.WaitGroup, end func(error)) {
 	end(c.copy())
 }
 
-// copy moves bytes until EOF (nil) or an error. It uses a pooled buffer
-// and plain Read/Write, so neither side's ReadFrom/WriteTo can bypass it.
+// copy moves bytes until EOF (nil) or an error, with plain Read/Write so
+// that neither side's ReadFrom/WriteTo can bypass the buffer.
+//
+// An idle connection should hold little memory (FIELD-NOTES: a copier
+// blocked in Read holds its buffer). So a copier waits for data with a small
+// buffer of its own and takes a 32 KiB pooled buffer only while data keeps
+// filling the small one, giving it back after the first short read, which
+// means the source is drained and the next Read will likely block. After a
+// short read in small-buffer mode it also releases a yamux stream's emptied
+// receive buffer (Stream.Shrink), which yamux otherwise keeps.
 func (c *copier) copy() error {
-	bp := buffers.Get().(*[]byte)
-	defer buffers.Put(bp)
-	buf := *bp
+	var small [smallBuf]byte
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			buffers.Put(big)
+		}
+	}()
+	shrink, _ := c.src.(interface{ Shrink() })
 	for {
 		if c.j.halfClosed.Load() {
 			c.extendDeadlines()
+		}
+		buf := small[:]
+		if big != nil {
+			buf = *big
 		}
 		nr, rerr := c.src.Read(buf)
 		if nr > 0 {
@@ -133,6 +152,18 @@ func (c *copier) copy() error {
 				return c.timeoutOr(fmt.Errorf("%s: write: %w", c.name, werr))
 			}
 		}
+		switch {
+		case big == nil && nr == len(buf):
+			big = buffers.Get().(*[]byte)
+		case big != nil && nr < len(buf):
+			buffers.Put(big)
+			big = nil
+		case big == nil && shrink != nil:
+			// Two short reads in a row: the flow is interactive or idle.
+			// (Shrinking on every short read of a bulk flow would make
+			// yamux reallocate its buffer for each frame.)
+			shrink.Shrink()
+		}
 		if rerr == io.EOF {
 			return nil
 		}
@@ -141,6 +172,11 @@ func (c *copier) copy() error {
 		}
 	}
 }
+
+// smallBuf is the buffer a copier waits with: it holds a whole small
+// message (a query, a ping) so that interactive traffic never needs the big
+// buffer.
+const smallBuf = 2 << 10
 
 func (c *copier) timeoutOr(err error) error {
 	var ne net.Error

@@ -42,11 +42,11 @@ func yamuxPair(t testing.TB) (client, server *yamux.Session) {
 	t.Helper()
 	a, b := tcpPair(t)
 	cfg := SessionConfig{}.yamux()
-	client, err := yamux.Client(a, cfg)
+	client, err := yamux.Client(newFrameConn(a), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err = yamux.Server(b, cfg)
+	server, err = yamux.Server(newFrameConn(b), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,7 +187,7 @@ func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error
 	if client {
 		open = yamux.Client
 	}
-	ys, err := open(tconn, sc.yamux())
+	ys, err := open(newFrameConn(tconn), sc.yamux())
 	if err != nil {
 		tconn.Close()
 		return nil, fmt.Errorf("start yamux session: %w", err)
