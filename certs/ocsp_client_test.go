@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,33 +19,51 @@ import (
 )
 
 // testResponder is an OCSP responder on 127.0.0.1 that answers "good" for
-// every request, signed by ca, and counts the requests.
+// every request, signed by ca, and counts the requests. Its settings are
+// fixed before the server starts, so handlers never race with the test.
 type testResponder struct {
 	ca       *certstest.CA
+	opts     responderOptions
 	requests atomic.Int32
-	// before, when set, runs first for each request, with its number
-	// (from 1); it may block, or write a reply itself and return false.
-	before func(n int32, w http.ResponseWriter, r *http.Request) bool
-	now    func() time.Time // nil means time.Now
-	srv    *httptest.Server
-	done   chan struct{} // closed when the test ends, to release blocked handlers
+	srv      *httptest.Server
 }
 
-func newTestResponder(t *testing.T, ca *certstest.CA) *testResponder {
+type responderOptions struct {
+	// now is the responder's clock; nil means time.Now. A test that gives
+	// the client a fake clock must give the responder the same one, or the
+	// answers are stale or from the future by the client's reckoning.
+	now func() time.Time
+	// before, when set, runs first for each request, with its number (from
+	// 1); it may write a reply itself and return false. If it blocks, it
+	// must also return when r.Context() is done, which happens when the
+	// client goes away or the test ends.
+	before func(n int32, w http.ResponseWriter, r *http.Request) bool
+}
+
+func newTestResponder(t *testing.T, ca *certstest.CA, opts responderOptions) *testResponder {
 	t.Helper()
-	tr := &testResponder{ca: ca, done: make(chan struct{})}
-	tr.srv = httptest.NewServer(http.HandlerFunc(tr.serve))
-	t.Cleanup(tr.srv.Close)              // runs second: waits for handlers
-	t.Cleanup(func() { close(tr.done) }) // runs first
+	tr := &testResponder{ca: ca, opts: opts}
+	tr.srv = httptest.NewUnstartedServer(http.HandlerFunc(tr.serve))
+	// Request contexts derive from the test's, which is canceled before
+	// cleanups run: a handler blocked on r.Context() is released when the
+	// test ends even if its client never hangs up, so Close below cannot
+	// wait for ever (httptest.Server.Close waits for active requests).
+	ctx := t.Context()
+	tr.srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
+	tr.srv.Start()
+	t.Cleanup(func() {
+		tr.srv.CloseClientConnections() // do not wait for clients to hang up
+		tr.srv.Close()
+	})
 	return tr
 }
 
 func (tr *testResponder) serve(w http.ResponseWriter, r *http.Request) {
 	n := tr.requests.Add(1)
-	// Read the body first: only then does the server notice the client
-	// going away and cancel r.Context().
+	// Read the body first: only then does the server watch the connection
+	// and cancel r.Context() when the client goes away.
 	body, err := io.ReadAll(r.Body)
-	if tr.before != nil && !tr.before(n, w, r) {
+	if tr.opts.before != nil && !tr.opts.before(n, w, r) {
 		return
 	}
 	if err != nil || r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/ocsp-request" {
@@ -59,8 +76,8 @@ func (tr *testResponder) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	if tr.now != nil {
-		now = tr.now()
+	if tr.opts.now != nil {
+		now = tr.opts.now()
 	}
 	der, err := ocsp.CreateResponse(tr.ca.Cert, tr.ca.Cert, ocsp.Response{
 		Status: ocsp.Good, SerialNumber: req.SerialNumber, ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour),
@@ -73,6 +90,34 @@ func (tr *testResponder) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(der)
 }
 
+// fakeClock is a clock that moves only when the test sets it.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock(at time.Time) *fakeClock {
+	c := &fakeClock{}
+	c.Set(at)
+	return c
+}
+
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Set(at time.Time)        { c.ns.Store(at.UnixNano()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// receive returns the next value from ch, failing the test instead of
+// hanging when none comes: a bound on a broken test, not a sleep.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("no %s within 10s", what)
+		panic("unreachable")
+	}
+}
+
 // leafFor issues a client certificate that names url as its OCSP responder.
 func leafFor(t *testing.T, ca *certstest.CA, url string) *x509.Certificate {
 	t.Helper()
@@ -81,12 +126,16 @@ func leafFor(t *testing.T, ca *certstest.CA, url string) *x509.Certificate {
 
 func TestOCSPClientCache(t *testing.T) {
 	ca := certstest.New(t)
-	tr := newTestResponder(t, ca)
+	// Half a second past a whole second: OCSP times have one-second
+	// precision (RFC 6960 uses GeneralizedTime), so the responder's
+	// nextUpdate of now+1h is encoded half a second early, and the cache
+	// must go by the encoded time.
+	start := time.Unix(time.Now().Unix(), 500*int64(time.Millisecond))
+	nextUpdate := start.Truncate(time.Second).Add(time.Hour)
+	clock := newFakeClock(start)
+	tr := newTestResponder(t, ca, responderOptions{now: clock.Now})
 	leaf := leafFor(t, ca, tr.srv.URL)
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	tr.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	client := &certs.OCSPClient{Now: tr.now}
+	client := &certs.OCSPClient{Now: clock.Now}
 	ctx := context.Background()
 
 	check := func(f func(context.Context, *x509.Certificate, *x509.Certificate) (*certs.OCSPResult, error), wantRequests int32) *certs.OCSPResult {
@@ -101,9 +150,17 @@ func TestOCSPClientCache(t *testing.T) {
 		if n := tr.requests.Load(); n != wantRequests {
 			t.Fatalf("responder saw %d requests, want %d", n, wantRequests)
 		}
+		// Whatever Check hands out, from the cache or not, must be a
+		// response that a peer checking it now would accept.
+		if _, err := certs.VerifyOCSPResponse(res.Raw, leaf, ca.Cert, clock.Now(), 0); err != nil {
+			t.Fatalf("result does not verify at %v: %v", clock.Now(), err)
+		}
 		return res
 	}
 	res := check(client.Check, 1)
+	if !res.NextUpdate.Equal(nextUpdate) {
+		t.Fatalf("nextUpdate %v, want %v", res.NextUpdate, nextUpdate)
+	}
 	res.Raw[0] ^= 0xff // the caller's copy; the cache must not change
 	check(client.Check, 1)
 	if res := check(client.Check, 1); res.Raw[0] == 0x30^0xff {
@@ -112,12 +169,17 @@ func TestOCSPClientCache(t *testing.T) {
 	check(client.Fetch, 2) // bypasses the cache
 	check(client.Check, 2)
 
-	// At nextUpdate the cached answer expires.
-	clock.Add(int64(time.Hour))
-	check(client.Check, 3)
+	// The cached answer serves until its nextUpdate, as encoded, and not
+	// a moment longer.
+	clock.Set(nextUpdate.Add(-time.Nanosecond))
+	check(client.Check, 2)
+	clock.Set(nextUpdate)
+	if res := check(client.Check, 3); !res.NextUpdate.Equal(nextUpdate.Add(time.Hour)) {
+		t.Errorf("refreshed nextUpdate %v, want %v", res.NextUpdate, nextUpdate.Add(time.Hour))
+	}
 
 	// A disabled cache asks every time.
-	uncached := &certs.OCSPClient{CacheSize: -1, Now: tr.now}
+	uncached := &certs.OCSPClient{CacheSize: -1, Now: clock.Now}
 	check(uncached.Check, 4)
 	check(uncached.Check, 5)
 }
@@ -125,11 +187,9 @@ func TestOCSPClientCache(t *testing.T) {
 // A full cache makes room by dropping expired responses first.
 func TestOCSPClientCacheBound(t *testing.T) {
 	ca := certstest.New(t)
-	tr := newTestResponder(t, ca) // answers valid for an hour
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	tr.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	client := &certs.OCSPClient{CacheSize: 2, Now: tr.now}
+	clock := newFakeClock(time.Unix(time.Now().Unix(), 0))
+	tr := newTestResponder(t, ca, responderOptions{now: clock.Now}) // answers valid for an hour
+	client := &certs.OCSPClient{CacheSize: 2, Now: clock.Now}
 	ctx := context.Background()
 	a, b, c := leafFor(t, ca, tr.srv.URL), leafFor(t, ca, tr.srv.URL), leafFor(t, ca, tr.srv.URL)
 	check := func(l *x509.Certificate, wantRequests int32) {
@@ -142,9 +202,9 @@ func TestOCSPClientCacheBound(t *testing.T) {
 		}
 	}
 	check(a, 1)
-	clock.Add(int64(30 * time.Minute))
+	clock.Advance(30 * time.Minute)
 	check(b, 2)
-	clock.Add(int64(45 * time.Minute)) // a has expired, b has not
+	clock.Advance(45 * time.Minute) // a has expired, b has not
 	check(c, 3)
 	if n := certs.OCSPCacheLen(client); n != 2 {
 		t.Errorf("cache holds %d responses, want 2", n)
@@ -192,14 +252,12 @@ func TestOCSPClientResponderDown(t *testing.T) {
 
 func TestOCSPClientTimeout(t *testing.T) {
 	ca := certstest.New(t)
-	tr := newTestResponder(t, ca)
-	tr.before = func(_ int32, _ http.ResponseWriter, r *http.Request) bool {
-		select { // never answer; return once the client gives up
-		case <-r.Context().Done():
-		case <-tr.done:
-		}
-		return false
-	}
+	tr := newTestResponder(t, ca, responderOptions{
+		before: func(_ int32, _ http.ResponseWriter, r *http.Request) bool {
+			<-r.Context().Done() // never answer; return once the client gives up
+			return false
+		},
+	})
 	leaf := leafFor(t, ca, tr.srv.URL)
 	for _, client := range []*certs.OCSPClient{
 		{Timeout: 100 * time.Millisecond},
@@ -245,8 +303,7 @@ func TestOCSPClientBadAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := newTestResponder(t, ca)
-			tr.before = tt.reply
+			tr := newTestResponder(t, ca, responderOptions{before: tt.reply})
 			_, err := (&certs.OCSPClient{}).Check(context.Background(), leafFor(t, ca, tr.srv.URL), ca.Cert)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
@@ -272,29 +329,27 @@ func waitWaiters(t *testing.T, client *certs.OCSPClient, n int) {
 
 func TestOCSPClientCoalesces(t *testing.T) {
 	ca := certstest.New(t)
-	tr := newTestResponder(t, ca)
 	entered, release := make(chan struct{}), make(chan struct{})
-	tr.before = func(n int32, _ http.ResponseWriter, _ *http.Request) bool {
-		if n == 1 {
-			close(entered)
-		}
-		select {
-		case <-release:
-		case <-tr.done:
-		}
-		return true
-	}
+	tr := newTestResponder(t, ca, responderOptions{
+		before: func(n int32, _ http.ResponseWriter, r *http.Request) bool {
+			if n == 1 {
+				close(entered)
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return true
+		},
+	})
 	leaf := leafFor(t, ca, tr.srv.URL)
 	// Without a cache, only coalescing can save requests.
 	client := &certs.OCSPClient{CacheSize: -1}
 
 	const callers = 8
-	var wg sync.WaitGroup
 	errs := make(chan error, callers)
 	for range callers {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
 			res, err := client.Check(context.Background(), leaf, ca.Cert)
 			if err == nil && res.Status != certs.OCSPGood {
 				err = errors.New("status " + res.Status.String())
@@ -302,13 +357,11 @@ func TestOCSPClientCoalesces(t *testing.T) {
 			errs <- err
 		}()
 	}
-	<-entered
+	receive(t, entered, "request at the responder")
 	waitWaiters(t, client, callers-1)
 	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
+	for range callers {
+		if err := receive(t, errs, "result of a coalesced check"); err != nil {
 			t.Error(err)
 		}
 	}
@@ -321,29 +374,28 @@ func TestOCSPClientCoalesces(t *testing.T) {
 // rather than fail with its cancellation.
 func TestOCSPClientCoalescedCallerCancels(t *testing.T) {
 	ca := certstest.New(t)
-	tr := newTestResponder(t, ca)
 	entered := make(chan struct{})
-	tr.before = func(n int32, _ http.ResponseWriter, r *http.Request) bool {
-		if n == 1 {
-			close(entered)
-			select {
-			case <-r.Context().Done():
-			case <-tr.done:
+	tr := newTestResponder(t, ca, responderOptions{
+		before: func(n int32, _ http.ResponseWriter, r *http.Request) bool {
+			if n == 1 {
+				close(entered)
+				<-r.Context().Done() // the first caller gives up
+				return false
 			}
-			return false
-		}
-		return true
-	}
+			return true
+		},
+	})
 	leaf := leafFor(t, ca, tr.srv.URL)
 	client := &certs.OCSPClient{}
 
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	firstErr := make(chan error, 1)
 	go func() {
 		_, err := client.Check(ctx, leaf, ca.Cert)
 		firstErr <- err
 	}()
-	<-entered
+	receive(t, entered, "request at the responder")
 	second := make(chan error, 1)
 	go func() {
 		res, err := client.Check(context.Background(), leaf, ca.Cert)
@@ -354,10 +406,10 @@ func TestOCSPClientCoalescedCallerCancels(t *testing.T) {
 	}()
 	waitWaiters(t, client, 1)
 	cancel()
-	if err := <-firstErr; !errors.Is(err, certs.ErrOCSPUnavailable) || !errors.Is(err, context.Canceled) {
+	if err := receive(t, firstErr, "result of the canceled check"); !errors.Is(err, certs.ErrOCSPUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled caller: err = %v, want ErrOCSPUnavailable and context.Canceled", err)
 	}
-	if err := <-second; err != nil {
+	if err := receive(t, second, "result of the waiting check"); err != nil {
 		t.Errorf("waiting caller: %v", err)
 	}
 	if n := tr.requests.Load(); n != 2 {
