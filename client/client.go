@@ -31,7 +31,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := cfg.withDefaults()
 	guard := &tunnel.Guard{
-		Verify:   func(s *tunnel.Session) error { return c.TLS.VerifyServer(s.PeerChain) },
+		Verify:   c.TLS.VerifyServer,
 		Interval: c.RecheckInterval,
 		Logger:   c.Logger,
 	}
@@ -159,7 +159,7 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	}
 	if err != nil {
 		tunnel.Reset(app)
-		st.Close()
+		st.Reset()
 		log.Error("stream open failed: resetting app connection", "err", err)
 		return
 	}

@@ -206,20 +206,28 @@ type cutProxy struct {
 func newCutProxy(t testing.TB, target string) *cutProxy {
 	p := &cutProxy{}
 	p.addr = backend(t, func(c *net.TCPConn) {
+		p.track(c)
 		up, err := net.Dial("tcp", target)
 		if err != nil {
 			return
 		}
 		defer up.Close()
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up.(*net.TCPConn))
-		p.mu.Unlock()
+		p.track(up.(*net.TCPConn))
 		done := make(chan struct{})
 		go func() { io.Copy(up, c); close(done) }()
 		io.Copy(c, up)
 		<-done
 	})
+	// Runs before backend's cleanup, which waits for the handlers: a
+	// connection still in a handshake must not keep it waiting.
+	t.Cleanup(p.cut)
 	return p
+}
+
+func (p *cutProxy) track(c *net.TCPConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns = append(p.conns, c)
 }
 
 func (p *cutProxy) cut() {
@@ -229,4 +237,46 @@ func (p *cutProxy) cut() {
 		tunnel.Reset(c)
 	}
 	p.conns = nil
+}
+
+// TestAppResetReachesBackend: an app that resets mid-upload must not look
+// to the backend like an upload that ended cleanly (truncated data taken
+// as complete): the backend's connection is reset too.
+func TestAppResetReachesBackend(t *testing.T) {
+	w := newWorld(t)
+	got := make(chan error, 1)
+	started := make(chan struct{})
+	sink := backend(t, func(c *net.TCPConn) {
+		if _, err := io.ReadFull(c, make([]byte, 1024)); err != nil {
+			got <- err
+			return
+		}
+		close(started)
+		_, err := io.Copy(io.Discard, c)
+		got <- err
+	})
+	w.serverAddr = startServer(t, server.Config{
+		TLS:    tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes: map[string]server.Route{"default": {Target: sink, ACL: tunnel.ACL{AllowAll: true}}},
+	})
+	local := w.client(t, w.ca.Client(t, "app"), "default")[0]
+	c, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Write(random(t, 8<<20))
+	select {
+	case <-started: // the upload is under way end to end
+	case <-time.After(20 * time.Second):
+		t.Fatal("upload never reached the backend")
+	}
+	tunnel.Reset(c)
+	select {
+	case err := <-got:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("backend saw the upload end with %v, want a reset", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("backend never saw the end of the upload")
+	}
 }

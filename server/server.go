@@ -42,7 +42,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*tunnel.Session]struct{}),
 	}
 	s.guard = &tunnel.Guard{
-		Verify:   func(sess *tunnel.Session) error { return s.cfg.TLS.VerifyClient(sess.PeerChain) },
+		Verify:   s.cfg.TLS.VerifyClient,
 		Interval: c.RecheckInterval,
 		Logger:   c.Logger,
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/mtunnel/mtunnel/tunnel"
 )
 
@@ -16,7 +15,7 @@ import (
 // joins the stream with the target. The target is dialled as soon as the
 // header is read, never waiting for app bytes, so server-first protocols
 // (MySQL, SMTP) get their greeting through.
-func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *yamux.Stream, log *slog.Logger) {
+func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream, log *slog.Logger) {
 	start := time.Now()
 	route, target, resp, err := s.admit(ctx, sess, st)
 	log = log.With("route", route, "stream", st.StreamID())
@@ -28,7 +27,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *yamu
 	}
 	if err := s.reply(st, resp); err != nil {
 		target.Close()
-		st.Close()
+		st.Reset() // the client reset it, or it is unusable: free it on both ends
 		log.Warn("stream ended", "result", "error", "err", err)
 		return
 	}
@@ -44,7 +43,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *yamu
 // admit reads the header and decides. On StatusOK target is the dialled
 // connection; otherwise target is nil, resp says why in words fit for the
 // client, and err (if any) carries the detail for our own log.
-func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *yamux.Stream) (string, net.Conn, tunnel.Response, error) {
+func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (string, net.Conn, tunnel.Response, error) {
 	if n := sess.NumStreams(); n > s.cfg.MaxStreams {
 		return "", nil, tunnel.Response{Status: tunnel.StatusUnavailable,
 			Reason: fmt.Sprintf("too many streams on this session (%d, limit %d)", n, s.cfg.MaxStreams)}, nil
@@ -80,7 +79,7 @@ func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *yamux.Stre
 
 // reply writes resp with a bound, since a stalled client must not pin this
 // goroutine.
-func (s *Server) reply(st *yamux.Stream, resp tunnel.Response) error {
+func (s *Server) reply(st *tunnel.Stream, resp tunnel.Response) error {
 	st.SetWriteDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	defer st.SetWriteDeadline(time.Time{})
 	_, err := st.Write(tunnel.AppendResponse(nil, resp))

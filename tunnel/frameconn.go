@@ -3,6 +3,7 @@ package tunnel
 import (
 	"encoding/binary"
 	"net"
+	"sync"
 )
 
 // yamux frame header layout (yamux spec.md): version(1) type(1) flags(2)
@@ -22,21 +23,30 @@ const (
 // frame (FIELD-NOTES). Here the header waits for the body's first Write and
 // goes out in the same record.
 //
-// Only yamux's send loop writes to a session's connection, one frame at a
-// time, so frameConn needs no lock; it relies on that single writer.
+// It also writes stream resets (RST frames), which yamux v0.1.2 has no API
+// for: sendRST slips one in between two of yamux's frames, never between a
+// header and its body.
 type frameConn struct {
 	net.Conn
+	mu      sync.Mutex // yamux's send loop and sendRST
 	pending [yamuxHeaderSize]byte
-	waiting bool // pending holds a data header whose body comes next
+	waiting bool     // pending holds a data header whose body comes next
+	resets  []uint32 // RSTs to send once the frame in flight is complete
 	buf     []byte
 }
 
 func newFrameConn(c net.Conn) *frameConn { return &frameConn{Conn: c} }
 
 func (c *frameConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.waiting {
 		c.waiting = false
-		return c.writeWithHeader(p)
+		n, err := c.writeWithHeader(p)
+		if err == nil && len(c.resets) > 0 {
+			err = c.flushResets()
+		}
+		return n, err
 	}
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
 		copy(c.pending[:], p)
@@ -62,4 +72,36 @@ func (c *frameConn) writeWithHeader(body []byte) (int, error) {
 	}
 	n, err := c.Conn.Write(body[first:])
 	return first + n, err
+}
+
+// yamux frame types and flags used for a reset (yamux spec.md).
+const (
+	yamuxTypeWindowUpdate = 1
+	yamuxFlagRST          = 0x8
+)
+
+// sendRST sends a reset for stream id: the peer's stream ends at once with
+// ErrConnectionReset instead of a clean EOF.
+func (c *frameConn) sendRST(id uint32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.resets = append(c.resets, id)
+	if c.waiting {
+		return nil // sent right after the body in flight
+	}
+	return c.flushResets()
+}
+
+func (c *frameConn) flushResets() error {
+	frames := make([]byte, 0, yamuxHeaderSize*len(c.resets))
+	for _, id := range c.resets {
+		var h [yamuxHeaderSize]byte
+		h[1] = yamuxTypeWindowUpdate
+		binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+		binary.BigEndian.PutUint32(h[4:8], id)
+		frames = append(frames, h[:]...)
+	}
+	c.resets = c.resets[:0]
+	_, err := c.Conn.Write(frames)
+	return err
 }

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // ErrSessionLost is the error of a join whose session died: yamux reports
@@ -52,7 +50,7 @@ type JoinResult struct {
 // shut down one direction keep working. An error in either direction, or the
 // death of the session (which yamux reports as EOF), resets the local
 // connection so the app sees a failure, never a clean end of data.
-func Join(local net.Conn, stream *yamux.Stream, cfg JoinConfig) JoinResult {
+func Join(local net.Conn, stream *Stream, cfg JoinConfig) JoinResult {
 	j := &joiner{local: local, stream: stream, timeout: cmp.Or(cfg.HalfCloseTimeout, 5*time.Minute)}
 	up := &copier{name: "local->stream", j: j, src: local, dst: stream}
 	down := &copier{name: "stream->local", j: j, src: stream, dst: local, prelude: cfg.Prelude}
@@ -71,7 +69,7 @@ func Join(local net.Conn, stream *yamux.Stream, cfg JoinConfig) JoinResult {
 
 type joiner struct {
 	local   net.Conn
-	stream  *yamux.Stream
+	stream  *Stream
 	timeout time.Duration
 
 	halfClosed atomic.Bool
@@ -79,12 +77,15 @@ type joiner struct {
 	err        error // written once in abort, read after wg.Wait
 }
 
-// abort ends both directions at once and resets the local side.
+// abort ends both directions at once and resets both sides: the local
+// connection with an RST, the stream with a yamux RST that the peer agent
+// turns into an RST on its own connection. A failure therefore reaches the
+// other end as a reset, never as a clean end of truncated data.
 func (j *joiner) abort(err error) {
 	j.abortOnce.Do(func() {
 		j.err = err
 		Reset(j.local)
-		j.stream.Close()
+		j.stream.Reset()
 		j.stream.SetDeadline(time.Now()) // wake a blocked Read or Write
 	})
 }

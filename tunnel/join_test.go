@@ -187,7 +187,9 @@ func TestJoinPreludeError(t *testing.T) {
 			return refused
 		}})
 	}()
+	// As the server agent refuses a stream: an answer, then FIN.
 	st2.Write([]byte("no!secret"))
+	st2.Close()
 	_, err := io.ReadAll(app)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("app err = %v, want ECONNRESET", err)
@@ -195,5 +197,56 @@ func TestJoinPreludeError(t *testing.T) {
 	if r := <-done; !errors.Is(r.Err, refused) {
 		t.Fatalf("join err = %v", r.Err)
 	}
-	st2.Close()
+	waitNoStreams(t, cs, ss)
+}
+
+// TestJoinAppResetReachesTarget: an app that resets its connection in the
+// middle of an upload must not look, to the target, like an upload that
+// ended: the target is reset too. Both sessions free the stream.
+func TestJoinAppResetReachesTarget(t *testing.T) {
+	cs, ss := yamuxPair(t)
+	st1, st2 := streamPair(t, cs, ss)
+	app, local1 := tcpPair(t)
+	local2, target := tcpPair(t)
+	results := make(chan JoinResult, 2)
+	go func() { results <- Join(local1, st1, JoinConfig{}) }()
+	go func() { results <- Join(local2, st2, JoinConfig{}) }()
+	app.Write([]byte("partial upload"))
+	if _, err := io.ReadFull(target, make([]byte, len("partial upload"))); err != nil {
+		t.Fatal(err)
+	}
+	Reset(app)
+	_, err := io.ReadAll(target)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("target read after the app's reset: %v, want ECONNRESET", err)
+	}
+	for range 2 {
+		if r := <-results; r.Err == nil {
+			t.Error("a join ended cleanly after a reset")
+		}
+	}
+	waitNoStreams(t, cs, ss)
+}
+
+// waitNoStreams waits (bounded) until both sessions have freed every
+// stream: a reset stream is freed when the peer's answering reset arrives.
+func waitNoStreams(t *testing.T, sessions ...*Session) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		n := 0
+		for _, s := range sessions {
+			n += s.NumStreams()
+		}
+		if n == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%d streams still open", n)
+		}
+	}
 }

@@ -36,26 +36,27 @@ func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// yamuxPair returns a client and a server session over loopback TCP,
-// tuned as the agents tune them.
-func yamuxPair(t testing.TB) (client, server *yamux.Session) {
+// yamuxPair returns a client and a server session over loopback TCP (no
+// TLS), tuned and framed as the agents' sessions are.
+func yamuxPair(t testing.TB) (client, server *Session) {
 	t.Helper()
 	a, b := tcpPair(t)
 	cfg := SessionConfig{}.yamux()
-	client, err := yamux.Client(newFrameConn(a), cfg)
+	ca, cb := newFrameConn(a), newFrameConn(b)
+	yc, err := yamux.Client(ca, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err = yamux.Server(newFrameConn(b), cfg)
+	ys, err := yamux.Server(cb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
+	t.Cleanup(func() { yc.Close(); ys.Close() })
+	return &Session{Session: yc, conn: ca}, &Session{Session: ys, conn: cb}
 }
 
 // streamPair opens a stream on client and accepts it on server.
-func streamPair(t testing.TB, client, server *yamux.Session) (c, s *yamux.Stream) {
+func streamPair(t testing.TB, client, server *Session) (c, s *Stream) {
 	t.Helper()
 	c, err := client.OpenStream()
 	if err != nil {

@@ -36,7 +36,7 @@ type Pool struct {
 
 // Open opens a stream on the least loaded live session, dialling one if
 // needed, and retries on another session if the chosen one is going away.
-func (p *Pool) Open(ctx context.Context) (*yamux.Stream, *Session, error) {
+func (p *Pool) Open(ctx context.Context) (*Stream, *Session, error) {
 	for {
 		s, err := p.get(ctx)
 		if err != nil {

@@ -53,13 +53,23 @@ type Revocation struct {
 	CRLGrace time.Duration
 
 	OCSP       OCSPMode
-	OCSPClient *certs.OCSPClient // required unless OCSP is off
+	OCSPClient *certs.OCSPClient // nil: a default client, made on first use
 	ClockSkew  time.Duration     // allowed on OCSP times; default 1 minute
 
 	Logger *slog.Logger
 	Now    func() time.Time
 
-	warned sync.Map // *certs.CRL -> struct{}: one stale warning per CRL
+	warned     sync.Map // *certs.CRL -> struct{}: one stale warning per CRL
+	clientOnce sync.Once
+}
+
+func (r *Revocation) ocspClient() *certs.OCSPClient {
+	r.clientOnce.Do(func() {
+		if r.OCSPClient == nil {
+			r.OCSPClient = &certs.OCSPClient{}
+		}
+	})
+	return r.OCSPClient
 }
 
 func (r *Revocation) now() time.Time {
@@ -137,7 +147,7 @@ func (r *Revocation) checkOCSP(leaf, issuer *x509.Certificate, staple []byte, no
 	}
 	if res == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), r.ocspTimeout())
-		res, err = r.OCSPClient.Check(ctx, leaf, issuer)
+		res, err = r.ocspClient().Check(ctx, leaf, issuer)
 		cancel()
 	}
 	if err != nil {
@@ -167,8 +177,8 @@ func (r *Revocation) softFail(reason Reason, leaf *x509.Certificate, err error) 
 }
 
 func (r *Revocation) ocspTimeout() time.Duration {
-	if r.OCSPClient != nil && r.OCSPClient.Timeout > 0 {
-		return r.OCSPClient.Timeout
+	if c := r.ocspClient(); c.Timeout > 0 {
+		return c.Timeout
 	}
 	return 5 * time.Second
 }

@@ -92,9 +92,47 @@ type Session struct {
 	*yamux.Session
 	Peer        *x509.Certificate   // the verified peer leaf
 	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
+	Staple      []byte              // the OCSP response the peer stapled, if any
 	Remote      net.Addr
 	Established time.Time
 	RTT         time.Duration // client side: the round trip of the confirming ping
+	conn        *frameConn
+}
+
+// Stream is one tunnelled connection: a yamux stream that can also be
+// reset, which yamux v0.1.2 cannot do by itself.
+type Stream struct {
+	*yamux.Stream
+	conn *frameConn // nil: Reset can only close
+}
+
+// Reset ends the stream abruptly: the peer sees ErrConnectionReset, so its
+// side of the connection is reset too, rather than closed as if all data
+// had been sent. It also closes the stream locally; the peer's own reset
+// in answer frees it.
+func (s *Stream) Reset() {
+	if s.conn != nil {
+		s.conn.sendRST(s.StreamID())
+	}
+	s.Stream.Close()
+}
+
+// OpenStream opens a stream (client side).
+func (s *Session) OpenStream() (*Stream, error) {
+	st, err := s.Session.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{Stream: st, conn: s.conn}, nil
+}
+
+// AcceptStream accepts the next stream (server side).
+func (s *Session) AcceptStream() (*Stream, error) {
+	st, err := s.Session.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{Stream: st, conn: s.conn}, nil
 }
 
 // Cause returns the error that ended the session, or nil while it is open
@@ -187,7 +225,8 @@ func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error
 	if client {
 		open = yamux.Client
 	}
-	ys, err := open(newFrameConn(tconn), sc.yamux())
+	fc := newFrameConn(tconn)
+	ys, err := open(fc, sc.yamux())
 	if err != nil {
 		tconn.Close()
 		return nil, fmt.Errorf("start yamux session: %w", err)
@@ -196,8 +235,10 @@ func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error
 		Session:     ys,
 		Peer:        cs.PeerCertificates[0],
 		PeerChain:   cs.PeerCertificates,
+		Staple:      cs.OCSPResponse,
 		Remote:      tconn.RemoteAddr(),
 		Established: time.Now(),
+		conn:        fc,
 	}, nil
 }
 

@@ -88,16 +88,19 @@ func (p *TLSPolicy) logger() *slog.Logger {
 	return p.Logger
 }
 
-// VerifyClient runs the full verification of a client's certificate chain
-// (as sent, leaf first). Agents call it again on open sessions to catch
-// revocation and expiry after the handshake.
-func (p *TLSPolicy) VerifyClient(peer []*x509.Certificate) error {
-	return p.verifyPeer(peer, nil, x509.ExtKeyUsageClientAuth)
+// VerifyClient runs the full verification of a session's client: its
+// certificate chain as sent (leaf first) and the OCSP response it stapled,
+// if any. Agents call it again on open sessions to catch revocation and
+// expiry after the handshake.
+func (p *TLSPolicy) VerifyClient(s *Session) error {
+	return p.verifyPeer(s.PeerChain, s.Staple, x509.ExtKeyUsageClientAuth)
 }
 
-// VerifyServer is VerifyClient for a server's chain, including its name.
-func (p *TLSPolicy) VerifyServer(peer []*x509.Certificate) error {
-	return p.verifyPeer(peer, nil, x509.ExtKeyUsageServerAuth)
+// VerifyServer is VerifyClient for a session's server, including its name.
+// A staple that has gone stale since the handshake is replaced by asking
+// the responder, as at a handshake without a staple.
+func (p *TLSPolicy) VerifyServer(s *Session) error {
+	return p.verifyPeer(s.PeerChain, s.Staple, x509.ExtKeyUsageServerAuth)
 }
 
 // checkALPN refuses a connection that did not negotiate our protocol.
