@@ -48,7 +48,12 @@
 // connection on it is reset (RST), never closed cleanly: yamux reports a
 // dead session as EOF, so Join checks the session before passing an EOF on.
 //
-// Known limit: yamux v0.1.2 has no way to reset a single stream, so when
-// an app's connection is reset mid-stream the target sees a FIN, not a
-// reset. The client agent logs such streams with result "reset".
+// Resets. yamux v0.1.2 has no API to reset one stream, so mtunnel writes
+// the RST frame itself (frameconn.go), between two of yamux's frames. When
+// either agent's copy loop fails (the app or the target reset its
+// connection, a write failed, a half-closed stream idled out), it resets its
+// local connection and the stream; the peer agent, seeing the stream reset,
+// resets its own connection and answers with a reset of its own, which
+// frees the stream on both sides. So a failure at one end reaches the other
+// as a reset, never as a clean end of truncated data.
 package tunnel
