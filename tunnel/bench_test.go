@@ -2,9 +2,14 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
+	"net"
 	"strconv"
 	"testing"
+
+	"github.com/hashicorp/yamux"
+	"github.com/mtunnel/mtunnel/certs/certstest"
 )
 
 // Run with: go test -run '^$' -bench . -benchmem ./tunnel/ (compare runs
@@ -108,4 +113,106 @@ func byteSize(n int) string {
 		return strconv.Itoa(n>>10) + "KiB"
 	}
 	return strconv.Itoa(n) + "B"
+}
+
+// BenchmarkTLSStream is BenchmarkJoin over real TLS 1.3, with yamux frame
+// headers sent apart (as yamux does by itself) and coalesced with their
+// bodies (frameConn): what the coalescing buys per byte.
+func BenchmarkTLSStream(b *testing.B) {
+	for _, mode := range []string{"separate", "coalesced"} {
+		for _, size := range []int{1 << 10, 32 << 10} {
+			b.Run(mode+"/"+byteSize(size), func(b *testing.B) {
+				app, target := tlsPipeline(b, mode == "coalesced")
+				got := make(chan int64, 1)
+				go func() {
+					n, _ := io.Copy(io.Discard, target)
+					got <- n
+				}()
+				msg := make([]byte, size)
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					if _, err := app.Write(msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				app.CloseWrite()
+				if n := <-got; n != int64(size)*int64(b.N) {
+					b.Fatalf("target got %d bytes, want %d", n, int64(size)*int64(b.N))
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkTLSPingPong is a 64-byte round trip app -> target -> app over
+// the TLS pipeline: the latency side of the coalescing (one record and one
+// syscall per small frame instead of two).
+func BenchmarkTLSPingPong(b *testing.B) {
+	for _, mode := range []string{"separate", "coalesced"} {
+		b.Run(mode, func(b *testing.B) {
+			app, target := tlsPipeline(b, mode == "coalesced")
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := io.ReadFull(target, buf); err != nil {
+						return
+					}
+					target.Write(buf)
+				}
+			}()
+			msg, buf := make([]byte, 64), make([]byte, 64)
+			for b.Loop() {
+				app.Write(msg)
+				if _, err := io.ReadFull(app, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// tlsPipeline is app <-> Join <-> yamux over TLS 1.3 <-> Join <-> target
+// on loopback, torn down when the benchmark ends.
+func tlsPipeline(b *testing.B, coalesce bool) (app, target *net.TCPConn) {
+	ca := certstest.New(b)
+	srvCreds := &Credentials{Certificate: ca.Server(b, "localhost"), Roots: ca.Pool()}
+	cliCreds := &Credentials{Certificate: ca.Client(b, "app"), Roots: ca.Pool()}
+	sp := &TLSPolicy{Credentials: func() *Credentials { return srvCreds }}
+	cp := &TLSPolicy{Credentials: func() *Credentials { return cliCreds }, ServerName: "localhost"}
+	a, c := tcpPair(b)
+	tc, ts := tls.Client(a, cp.ClientConfig()), tls.Server(c, sp.ServerConfig())
+	errc := make(chan error, 1)
+	go func() { errc <- ts.Handshake() }()
+	if err := tc.Handshake(); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	wrap := func(c *tls.Conn) (net.Conn, *frameConn) {
+		if !coalesce {
+			return c, nil
+		}
+		fc := newFrameConn(c)
+		return fc, fc
+	}
+	cw, cf := wrap(tc)
+	sw, sf := wrap(ts)
+	yc, _ := yamux.Client(cw, SessionConfig{}.yamux())
+	ys, _ := yamux.Server(sw, SessionConfig{}.yamux())
+	st1, st2 := streamPair(b, &Session{Session: yc, conn: cf}, &Session{Session: ys, conn: sf})
+	app, local1 := tcpPair(b)
+	local2, target := tcpPair(b)
+	done := make(chan struct{}, 2)
+	go func() { Join(local1, st1, JoinConfig{}); done <- struct{}{} }()
+	go func() { Join(local2, st2, JoinConfig{}); done <- struct{}{} }()
+	b.Cleanup(func() {
+		app.Close()
+		target.Close()
+		<-done
+		<-done
+		yc.Close()
+		ys.Close()
+	})
+	return app, target
 }
