@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"github.com/mtunnel/mtunnel/client"
 	"github.com/urfave/cli/v2"
@@ -41,6 +42,7 @@ func clientCommand() *cli.Command {
 			if _, err := cl.Listen(); err != nil {
 				return configErr(err)
 			}
+			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, cl.Recheck)
 			defer wait()
 			return cl.Serve(c.Context)

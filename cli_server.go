@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"github.com/mtunnel/mtunnel/server"
 	"github.com/mtunnel/mtunnel/tunnel"
@@ -70,6 +71,7 @@ func serverCommand() *cli.Command {
 			if _, err := srv.Listen(); err != nil {
 				return configErr(err)
 			}
+			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, srv.Recheck)
 			defer wait()
 			return srv.Serve(c.Context)

@@ -126,8 +126,8 @@ func (c *copier) run(wg *sync.WaitGroup, end func(error)) {
 // buffer of its own and takes a 32 KiB pooled buffer only while data keeps
 // filling the small one, giving it back after the first short read, which
 // means the source is drained and the next Read will likely block. After a
-// short read in small-buffer mode it also releases a yamux stream's emptied
-// receive buffer (Stream.Shrink), which yamux otherwise keeps.
+// short read followed by shrinkAfter of quiet it also releases a yamux
+// stream's emptied receive buffer (Stream.Shrink).
 func (c *copier) copy() error {
 	var small [smallBuf]byte
 	var big *[]byte
@@ -136,7 +136,15 @@ func (c *copier) copy() error {
 			buffers.Put(big)
 		}
 	}()
-	shrink, _ := c.src.(interface{ Shrink() })
+	// yamux keeps a stream's emptied receive buffer until Shrink; shrinking
+	// after every drained read would make it reallocate for each frame of a
+	// bulk flow, so it happens once the stream has been quiet a while.
+	var quiet *time.Timer
+	if s, ok := c.src.(interface{ Shrink() }); ok {
+		quiet = time.AfterFunc(time.Hour, s.Shrink)
+		quiet.Stop()
+		defer quiet.Stop()
+	}
 	for {
 		if c.j.halfClosed.Load() {
 			c.extendDeadlines()
@@ -156,14 +164,18 @@ func (c *copier) copy() error {
 		switch {
 		case big == nil && nr == len(buf):
 			big = buffers.Get().(*[]byte)
-		case big != nil && nr < len(buf):
-			buffers.Put(big)
-			big = nil
-		case big == nil && shrink != nil:
-			// Two short reads in a row: the flow is interactive or idle.
-			// (Shrinking on every short read of a bulk flow would make
-			// yamux reallocate its buffer for each frame.)
-			shrink.Shrink()
+		case nr < len(buf):
+			// The source is drained: give the big buffer back, and have
+			// yamux drop the stream's emptied receive buffer if nothing
+			// more comes soon, or an idle stream keeps what its last burst
+			// grew (FIELD-NOTES).
+			if big != nil {
+				buffers.Put(big)
+				big = nil
+			}
+			if quiet != nil {
+				quiet.Reset(shrinkAfter)
+			}
 		}
 		if rerr == io.EOF {
 			return nil
@@ -178,6 +190,10 @@ func (c *copier) copy() error {
 // message (a query, a ping) so that interactive traffic never needs the big
 // buffer.
 const smallBuf = 2 << 10
+
+// shrinkAfter is how long a stream must be quiet before its receive buffer
+// is released.
+const shrinkAfter = time.Second
 
 func (c *copier) timeoutOr(err error) error {
 	var ne net.Error
