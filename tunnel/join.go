@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,6 +161,13 @@ func (c *copier) copy() error {
 			if werr != nil {
 				return c.timeoutOr(fmt.Errorf("%s: write: %w", c.name, werr))
 			}
+		}
+		if nr == len(buf) {
+			// A full read: a bulk flow whose source never runs dry would
+			// keep this goroutine on the CPU until the scheduler preempts
+			// it (10 ms), while an interactive stream's goroutine waits
+			// behind it. Yielding per buffer keeps streams fair.
+			runtime.Gosched()
 		}
 		switch {
 		case big == nil && nr == len(buf):

@@ -56,9 +56,11 @@ func (c SessionConfig) yamux() *yamux.Config {
 	y.KeepAliveInterval = cmp.Or(c.KeepAlive, defaultKeepAlive)
 	y.ConnectionWriteTimeout = cmp.Or(c.WriteTimeout, defaultWriteTimeout)
 	y.MaxStreamWindowSize = cmp.Or(c.StreamWindow, defaultStreamWindow)
-	// An un-ACKed open closes the whole session. The server ACKs in
-	// AcceptStream, before any dial, so 30 s only fires on a wedged peer.
-	y.StreamOpenTimeout = 30 * time.Second
+	// yamux's open timeout costs a goroutine and a timer per stream, and
+	// when it fires it closes the whole session. The client agent bounds the
+	// wait for the server's answer itself (HeaderTimeout) and keepalive
+	// finds a dead peer, so it is off.
+	y.StreamOpenTimeout = 0
 	// yamux's close timer (default 5 min) starts at our FIN and is not
 	// extended by data, so it would cut a legitimately half-closed transfer
 	// (upload, FIN, long download). Join keeps its own half-close timer that
@@ -179,6 +181,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial server %s: %w", d.Address, err)
 	}
+	tuneTunnelSocket(raw)
 	tconn := tls.Client(raw, d.TLS)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		raw.Close()
@@ -207,6 +210,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 func Accept(ctx context.Context, raw net.Conn, conf *tls.Config, sc SessionConfig, timeout time.Duration) (*Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(timeout, 10*time.Second))
 	defer cancel()
+	tuneTunnelSocket(raw)
 	tconn := tls.Server(raw, conf)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		raw.Close()
