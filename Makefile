@@ -7,7 +7,7 @@ BIN      := bin/mtunnel
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build test demo lint fmt clean
+.PHONY: all build test demo lint fmt clean bench
 
 all: build
 
@@ -30,3 +30,9 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# Side-by-side measurements of direct TCP, mtunnel (the built binary) and
+# stunnel4 in mutual TLS, interleaved over rounds; see bench/main.go.
+# Extra flags: make bench BENCHFLAGS="-quick" (or -rounds, -idle, ...).
+bench: build
+	$(GO) run ./bench -mtunnel $(BIN) $(BENCHFLAGS)

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunDirect runs the whole measuring path against direct only (no
+// processes to start) with tiny settings, writes the outputs and checks
+// that every figure direct can have came out positive.
+func TestRunDirect(t *testing.T) {
+	o, err := parseFlags([]string{"-quick", "-contenders", "direct", "-rounds", "1", "-duration", "200ms",
+		"-idle", "100", "-burst", "4096", "-pings", "200", "-workers", "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	res, err := runBench(o, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := writeOutputs(res, renderTable(res), dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "latest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back results
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Errors) > 0 {
+		t.Errorf("errors: %+v", back.Errors)
+	}
+	for _, f := range back.Figures {
+		got := f.Samples["direct"]
+		switch {
+		case f.AgentsOnly && len(got) > 0:
+			t.Errorf("%s: direct has no agents, got %v", f.Key, got)
+		case !f.AgentsOnly && (len(got) != 1 || !(got[0] > 0)):
+			t.Errorf("%s: want one positive sample, got %v", f.Key, got)
+		}
+	}
+	if !strings.Contains(progress.String(), "round 1/1  direct    head-of-line") {
+		t.Errorf("no progress line for the last step:\n%s", progress.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "latest.svg")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSummarizePercentile(t *testing.T) {
+	s := summarize([]float64{5, 1, 3, 2})
+	if s != (summary{Median: 2.5, Min: 1, Max: 5, N: 4}) {
+		t.Errorf("summarize: %+v", s)
+	}
+	sorted := make([]float64, 100)
+	for i := range sorted {
+		sorted[i] = float64(i + 1)
+	}
+	for _, c := range []struct{ p, want float64 }{{50, 50}, {99, 99}, {100, 100}, {0.1, 1}} {
+		if got := percentile(sorted, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := micros([]time.Duration{3 * time.Microsecond, time.Microsecond}); got[0] != 1 || got[1] != 3 {
+		t.Errorf("micros: %v", got)
+	}
+}
+
+// TestReport checks the ratios in the table and the bars in the chart on
+// made-up samples.
+func TestReport(t *testing.T) {
+	res := &results{
+		Meta:       map[string]any{"rounds": 3},
+		Contenders: []string{"direct", "mtunnel", "stunnel"},
+		Figures: []figureSamples{
+			{figure{Key: "conn-rate", Label: "connection rate", Unit: "conn/s", Higher: true},
+				map[string][]float64{"direct": {100, 90, 110}, "mtunnel": {50, 40, 60}, "stunnel": {10, 10, 10}}},
+			{figure{Key: "idle-rss", Label: "idle", Unit: "KiB/conn", AgentsOnly: true},
+				map[string][]float64{"mtunnel": {40, 40, 40}, "stunnel": {160, 160, 160}}},
+		},
+		Logs: map[string]*logStats{"mtunnel": newLogStats()},
+	}
+	res.Logs["mtunnel"].add("WARN", "stream ended result=reset", "{...}")
+	table := renderTable(res)
+	for _, want := range []string{"50.0 [40.0-60.0]", "0.50x", "5.00x", "0.25x", "1 x stream ended result=reset"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	svg := renderSVG(res)
+	if n := strings.Count(svg, "<rect") - 1; n != 3 { // minus the background
+		t.Errorf("want 3 bars (idle-rss has no direct), got %d:\n%s", n, svg)
+	}
+	if !strings.Contains(svg, `fill="#2e7d32"`) || !strings.Contains(svg, `fill="#c62828"`) {
+		t.Error("want both a better (green) and a worse (red) bar")
+	}
+	if r := ratios(res, res.Figures[0]); len(r) != 2 || math.Abs(r[1].value-5) > 1e-9 {
+		t.Errorf("ratios: %+v", r)
+	}
+}

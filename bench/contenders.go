@@ -1,0 +1,270 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// contender is one way from the load generator to the backend: addr is
+// where apps connect, agents are the processes in between (none for
+// direct).
+type contender struct {
+	name   string
+	addr   string
+	agents []*agent
+}
+
+func (c *contender) pids() []int {
+	var out []int
+	for _, a := range c.agents {
+		out = append(out, a.cmd.Process.Pid)
+	}
+	return out
+}
+
+// alive reports an error naming any agent that has exited.
+func (c *contender) alive() error {
+	for _, a := range c.agents {
+		if !a.alive() {
+			return fmt.Errorf("%s exited: %v; last lines:\n%s", a.name, a.err, a.logs.tail())
+		}
+	}
+	return nil
+}
+
+// stop ends the agents, clients first, and reports slow or failed exits.
+func (c *contender) stop() []error {
+	var errs []error
+	for i := len(c.agents) - 1; i >= 0; i-- {
+		if took, err := c.agents[i].stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		} else if took > 2*time.Second {
+			errs = append(errs, fmt.Errorf("%s took %v to exit after SIGTERM", c.agents[i].name, took.Round(time.Millisecond)))
+		}
+	}
+	return errs
+}
+
+// pki is a certificate folder made with `mtunnel certs`, as the README does.
+type pki struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+}
+
+const serverName = "db.example.com"
+
+func makePKI(bin, dir string) (pki, error) {
+	cmds := [][]string{
+		{"certs", "init", "--dir", dir},
+		{"certs", "issue", "--dir", dir, "--name", serverName, "--server", "--dns", serverName, "--ip", "127.0.0.1"},
+		{"certs", "issue", "--dir", dir, "--name", "app", "--client"},
+	}
+	for _, args := range cmds {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			return pki{}, fmt.Errorf("mtunnel %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	f := func(name string) string { return filepath.Join(dir, name) }
+	return pki{f("ca.crt"), f(serverName + ".crt"), f(serverName + ".key"), f("app.crt"), f("app.key")}, nil
+}
+
+// mtunnelSpec is how to run the mtunnel agents.
+type mtunnelSpec struct {
+	bin        string
+	pki        pki
+	sessions   int // --sessions on the client agent; 0: the binary's default
+	gomaxprocs int // GOMAXPROCS of each agent; 0: the runtime's default
+	flagOK     func(cmd, flag string) bool
+}
+
+func startMtunnel(name string, s mtunnelSpec, target string, logs *logStats) (*contender, error) {
+	// GOMAXPROCS goes as a flag if the binary has one, else through the
+	// variable the Go runtime reads.
+	var env, extra []string
+	if s.gomaxprocs > 0 && s.flagOK("server", "gomaxprocs") {
+		extra = []string{"--gomaxprocs", strconv.Itoa(s.gomaxprocs)}
+	} else if s.gomaxprocs > 0 {
+		env = []string{"GOMAXPROCS=" + strconv.Itoa(s.gomaxprocs)}
+	}
+	common := []string{s.bin, "--log-format", "json", "--log-level", "info"}
+	srvArgs := slices.Concat(common, []string{"server", "--listen", "127.0.0.1:0", "--cert", s.pki.serverCert,
+		"--key", s.pki.serverKey, "--ca", s.pki.ca, "--target", target, "--allow-cn", "app"}, extra)
+	c := &contender{name: name}
+	srv, err := startAgent(name+" server", srvArgs, env, parseMtunnel, logs)
+	if err != nil {
+		return nil, err
+	}
+	c.agents = append(c.agents, srv)
+	srvAddr, err := srv.waitReady(10 * time.Second)
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	cliArgs := slices.Concat(common, []string{"client", "--listen", "127.0.0.1:0", "--server", srvAddr,
+		"--server-name", serverName, "--cert", s.pki.clientCert, "--key", s.pki.clientKey, "--ca", s.pki.ca}, extra)
+	if s.sessions > 0 && s.flagOK("client", "sessions") {
+		cliArgs = append(cliArgs, "--sessions", strconv.Itoa(s.sessions))
+	}
+	cli, err := startAgent(name+" client", cliArgs, env, parseMtunnel, logs)
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	c.agents = append(c.agents, cli)
+	if c.addr, err = cli.waitReady(10 * time.Second); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, probe(c)
+}
+
+// flagChecker reports whether `bin CMD --help` lists --FLAG, so the bench
+// passes only flags the binary under test knows.
+func flagChecker(bin string) func(cmd, flag string) bool {
+	help := map[string]string{}
+	return func(cmd, flag string) bool {
+		h, ok := help[cmd]
+		if !ok {
+			out, _ := exec.Command(bin, cmd, "--help").CombinedOutput()
+			h = string(out)
+			help[cmd] = h
+		}
+		return strings.Contains(h, "--"+flag+" ")
+	}
+}
+
+// startStunnel runs a stunnel client and server in mutual TLS 1.3 with the
+// same certificates as mtunnel. stunnel takes port numbers, so ports are
+// picked by binding :0 and closing; a lost race is retried.
+func startStunnel(bin, dir string, k pki, target string, logs *logStats) (*contender, error) {
+	var err error
+	for range 5 {
+		var c *contender
+		if c, err = tryStunnel(bin, dir, k, target, logs); err == nil {
+			return c, probe(c)
+		}
+	}
+	return nil, err
+}
+
+func tryStunnel(bin, dir string, k pki, target string, logs *logStats) (*contender, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	srvAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	cliAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
+	// verify = 2: a peer certificate is required and its chain checked
+	// against CAfile; the client also checks the server's name.
+	srvConf := stunnelConf(false, srvAddr, target, k.serverCert, k.serverKey, k.ca, "verify = 2")
+	cliConf := stunnelConf(true, cliAddr, srvAddr, k.clientCert, k.clientKey, k.ca, "verify = 2\ncheckHost = "+serverName)
+	c := &contender{name: "stunnel", addr: cliAddr}
+	for i, conf := range []string{srvConf, cliConf} {
+		role := []string{"server", "client"}[i]
+		path := filepath.Join(dir, "stunnel-"+role+".conf")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		a, err := startAgent("stunnel "+role, []string{bin, path}, nil, parseStunnel, logs)
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.agents = append(c.agents, a)
+		if _, err := a.waitReady(10 * time.Second); err != nil {
+			c.stop()
+			return nil, err
+		}
+		// "Configuration successful" comes just before the bind: wait for
+		// the port to listen, or for the process to fail binding it.
+		if err := waitListening(a, []int{ports[0], ports[1]}[i]); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func stunnelConf(client bool, accept, connect, cert, key, ca, verify string) string {
+	return fmt.Sprintf(`foreground = yes
+pid =
+[bench]
+client = %s
+accept = %s
+connect = %s
+cert = %s
+key = %s
+CAfile = %s
+%s
+sslVersionMin = TLSv1.3
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+`, map[bool]string{true: "yes", false: "no"}[client], accept, connect, cert, key, ca, verify)
+}
+
+// waitListening polls /proc/net/tcp for a listening socket on port until a
+// exits or 10 s pass.
+func waitListening(a *agent, port int) error {
+	want := fmt.Sprintf(":%04X 00000000:0000 0A", port)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if !a.alive() {
+			return fmt.Errorf("%s exited: %v; last lines:\n%s", a.name, a.err, a.logs.tail())
+		}
+		b, _ := os.ReadFile("/proc/net/tcp")
+		if strings.Contains(string(b), want) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: nothing listens on port %d after 10s", a.name, port)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// probe checks the whole path once: one byte echoed within 10 s.
+func probe(c *contender) error {
+	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
+	if err != nil {
+		c.stop()
+		return fmt.Errorf("%s: probe: %w", c.name, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if _, err = conn.Write([]byte{modeEcho}); err == nil {
+		_, err = io.ReadFull(conn, b[:])
+	}
+	if err == nil && b[0] != modeEcho {
+		err = errors.New("wrong byte echoed")
+	}
+	if err != nil {
+		c.stop()
+		return fmt.Errorf("%s: probe echo: %w", c.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// options are the bench's settings; main fills them from flags.
+type options struct {
+	rounds     int
+	duration   time.Duration // each timed run: connection rate, throughput, head-of-line
+	idle       int           // idle connections held for the memory figure
+	burst      int           // bytes echoed on each idle connection for the second memory figure
+	pings      int           // round trips for the latency figure
+	workers    int           // connection-rate workers
+	out        string
+	mtunnel    string // built binary; "" builds one
+	stunnel    string
+	sessions   int
+	gomaxprocs []int // one mtunnel contender per value; 0: runtime default
+	contenders []string
+	workloads  []string // name prefixes to run; empty: all
+	from       string   // re-render this results file instead of measuring
+}
+
+// results is everything a run measured; it is written as JSON.
+type results struct {
+	Meta       map[string]any        `json:"meta"`
+	Contenders []string              `json:"contenders"`
+	Figures    []figureSamples       `json:"figures"`
+	Errors     map[string][]errEntry `json:"errors"` // by contender
+	Logs       map[string]*logStats  `json:"logs"`   // by contender, all rounds
+	Shutdown   []string              `json:"shutdown_problems"`
+}
+
+type figureSamples struct {
+	figure
+	Samples map[string][]float64 `json:"samples"` // contender -> one value per round
+}
+
+type errEntry struct {
+	Round    int    `json:"round"`
+	Workload string `json:"workload"`
+	Count    int    `json:"count"`
+	First    string `json:"first"`
+}
+
+func (r *results) add(contender, key string, v float64) {
+	for i := range r.Figures {
+		if r.Figures[i].Key == key {
+			r.Figures[i].Samples[contender] = append(r.Figures[i].Samples[contender], v)
+			return
+		}
+	}
+}
+
+// spec says how to start one contender for a round.
+type spec struct {
+	name  string
+	logs  *logStats
+	start func(target string) (*contender, error)
+}
+
+type workload struct {
+	name string
+	run  func(c *contender, errs *errTally) map[string]float64
+}
+
+// phases groups the workloads; each phase starts fresh agents. Idle memory
+// goes alone and first: RSS growth is clearest on fresh agents, and holding
+// then dropping 10,000 connections leaves stunnel tearing down thousands of
+// threads for tens of seconds, which must not land in other figures.
+func phases(o options) [][]workload {
+	tput := func(name, key string, n int, mode byte) workload {
+		return workload{name, func(c *contender, e *errTally) map[string]float64 {
+			return throughput(c, key, n, mode, o.duration, e)
+		}}
+	}
+	all := [][]workload{
+		{{"idle memory", func(c *contender, e *errTally) map[string]float64 { return idleMemory(c, o.idle, o.burst, e) }}},
+		{
+			{"connection rate", func(c *contender, e *errTally) map[string]float64 { return connRate(c, o.workers, o.duration, e) }},
+			{"round trip", func(c *contender, e *errTally) map[string]float64 { return latency(c.addr, o.pings, 60*time.Second, e) }},
+			tput("upload x1", "up-1", 1, modeSink),
+			tput("download x1", "down-1", 1, modeSource),
+			tput("upload x8", "up-8", 8, modeSink),
+			tput("download x8", "down-8", 8, modeSource),
+			{"head-of-line", func(c *contender, e *errTally) map[string]float64 { return headOfLine(c, o.pings, o.duration, e) }},
+		},
+	}
+	var out [][]workload
+	for _, ph := range all {
+		ph = slices.DeleteFunc(ph, func(w workload) bool {
+			return len(o.workloads) > 0 && !slices.ContainsFunc(o.workloads, func(p string) bool { return strings.HasPrefix(w.name, p) })
+		})
+		if len(ph) > 0 {
+			out = append(out, ph)
+		}
+	}
+	return out
+}
+
+// runBench measures every contender in o.rounds interleaved rounds: each
+// round starts fresh agents, then runs each workload on every contender in
+// turn, the order rotated per round.
+func runBench(o options, progress io.Writer) (*results, error) {
+	begin := time.Now()
+	res := &results{Errors: map[string][]errEntry{}, Logs: map[string]*logStats{}}
+	for _, f := range figureTable() {
+		res.Figures = append(res.Figures, figureSamples{f, map[string][]float64{}})
+	}
+	limit, err := raiseFileLimit(uint64(2*o.idle + 4096))
+	if err != nil {
+		fmt.Fprintln(progress, "bench: warning:", err)
+	}
+	if n := maxIdle(limit); o.idle > n {
+		fmt.Fprintf(progress, "bench: -idle %d does not fit in %d file descriptors (2 per connection in this process and in each stunnel): measuring %d\n",
+			o.idle, limit, n)
+		o.idle = n
+	}
+	tmp, err := os.MkdirTemp("", "mtunnel-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	specs, meta, err := prepare(o, tmp, progress)
+	if err != nil {
+		return nil, err
+	}
+	res.Meta = meta
+	meta["idle_conns"], meta["nofile_limit"] = o.idle, limit
+	for _, s := range specs {
+		res.Contenders = append(res.Contenders, s.name)
+		res.Logs[s.name] = s.logs
+	}
+	be, err := startBackend()
+	if err != nil {
+		return nil, err
+	}
+	defer be.close()
+	for round := range o.rounds {
+		if err := runRound(o, round, specs, be.addr(), res, progress, begin); err != nil {
+			return nil, err
+		}
+	}
+	res.Meta["elapsed_s"] = time.Since(begin).Seconds()
+	return res, nil
+}
+
+// runRound runs each phase on freshly started contenders, each workload
+// on every contender in turn, the order rotated per round.
+func runRound(o options, round int, specs []spec, target string, res *results, progress io.Writer, begin time.Time) error {
+	for _, ph := range phases(o) {
+		if err := runPhase(o, round, ph, specs, target, res, progress, begin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runPhase(o options, round int, ph []workload, specs []spec, target string, res *results, progress io.Writer, begin time.Time) error {
+	var cs []*contender
+	defer func() {
+		for _, c := range cs {
+			for _, err := range c.stop() {
+				res.Shutdown = append(res.Shutdown, fmt.Sprintf("round %d: %v", round+1, err))
+			}
+		}
+	}()
+	for _, s := range specs {
+		c, err := s.start(target)
+		if err != nil {
+			return fmt.Errorf("round %d: start %s: %w", round+1, s.name, err)
+		}
+		cs = append(cs, c)
+	}
+	order := slices.Concat(cs[round%len(cs):], cs[:round%len(cs)])
+	for _, w := range ph {
+		for _, c := range order {
+			if err := c.alive(); err != nil {
+				return fmt.Errorf("round %d, before %s: %w", round+1, w.name, err)
+			}
+			var errs errTally
+			out := w.run(c, &errs)
+			keys := slices.Sorted(maps.Keys(out))
+			line := fmt.Sprintf("[%5.0fs] round %d/%d  %-9s %-16s", time.Since(begin).Seconds(), round+1, o.rounds, c.name, w.name)
+			for _, k := range keys {
+				res.add(c.name, k, out[k])
+				line += fmt.Sprintf(" %s=%s", k, fmtNum(out[k]))
+			}
+			if errs.n > 0 {
+				line += fmt.Sprintf("  ERRORS=%d (first: %v)", errs.n, errs.first)
+				res.Errors[c.name] = append(res.Errors[c.name], errEntry{round + 1, w.name, errs.n, errs.first.Error()})
+			}
+			fmt.Fprintln(progress, line)
+		}
+	}
+	return nil
+}
+
+// prepare finds or builds the binaries, makes the PKI, and returns the
+// contenders to start each round, in the order asked for.
+func prepare(o options, tmp string, progress io.Writer) ([]spec, map[string]any, error) {
+	meta := map[string]any{
+		"start": time.Now().UTC().Format(time.RFC3339), "go": runtime.Version(), "cpus": runtime.NumCPU(),
+		"bench_gomaxprocs": runtime.GOMAXPROCS(0), "rounds": o.rounds, "duration_s": o.duration.Seconds(),
+		"idle_conns": o.idle, "burst_bytes": o.burst, "pings": o.pings, "workers": o.workers,
+		"sessions": o.sessions, "agent_gomaxprocs": o.gomaxprocs,
+	}
+	var specs []spec
+	needPKI := slices.Contains(o.contenders, "mtunnel") || slices.Contains(o.contenders, "stunnel")
+	var k pki
+	if needPKI {
+		bin, err := mtunnelBinary(o.mtunnel, tmp)
+		if err != nil {
+			return nil, nil, err
+		}
+		v, _ := exec.Command(bin, "version").Output()
+		meta["mtunnel"] = strings.TrimSpace(string(v))
+		meta["mtunnel_bin"] = bin
+		if k, err = makePKI(bin, filepath.Join(tmp, "pki")); err != nil {
+			return nil, nil, err
+		}
+		o.mtunnel = bin
+	}
+	for _, name := range o.contenders {
+		switch name {
+		case "direct":
+			specs = append(specs, spec{name, newLogStats(), func(target string) (*contender, error) {
+				return &contender{name: "direct", addr: target}, nil
+			}})
+		case "mtunnel":
+			specs = append(specs, mtunnelSpecs(o, k)...)
+		case "stunnel":
+			bin, err := exec.LookPath(o.stunnel)
+			if err != nil {
+				fmt.Fprintln(progress, "stunnel4 not installed (Debian package stunnel4): skipping")
+				meta["stunnel"] = "not installed"
+				continue
+			}
+			v, _ := exec.Command(bin, "-version").CombinedOutput()
+			meta["stunnel"] = "unknown version"
+			for line := range strings.Lines(string(v)) {
+				if strings.HasPrefix(line, "stunnel ") {
+					meta["stunnel"] = strings.TrimSpace(line)
+					break
+				}
+			}
+			logs := newLogStats()
+			specs = append(specs, spec{"stunnel", logs, func(target string) (*contender, error) {
+				return startStunnel(bin, tmp, k, target, logs)
+			}})
+		default:
+			return nil, nil, fmt.Errorf("unknown contender %q: want direct, mtunnel or stunnel", name)
+		}
+	}
+	if len(specs) == 0 {
+		return nil, nil, errors.New("no contender to measure")
+	}
+	return specs, meta, nil
+}
+
+func mtunnelSpecs(o options, k pki) []spec {
+	procs := o.gomaxprocs
+	if len(procs) == 0 {
+		procs = []int{0}
+	}
+	check := flagChecker(o.mtunnel)
+	var specs []spec
+	for _, p := range procs {
+		name := "mtunnel"
+		if len(procs) > 1 && p > 0 {
+			name += "-gmp" + strconv.Itoa(p)
+		}
+		s := mtunnelSpec{bin: o.mtunnel, pki: k, sessions: o.sessions, gomaxprocs: p, flagOK: check}
+		logs := newLogStats()
+		specs = append(specs, spec{name, logs, func(target string) (*contender, error) {
+			return startMtunnel(name, s, target, logs)
+		}})
+	}
+	return specs
+}
+
+// mtunnelBinary returns path if given, else builds the module's command
+// into dir as `make build` does.
+func mtunnelBinary(path, dir string) (string, error) {
+	if path != "" {
+		return filepath.Abs(path)
+	}
+	out := filepath.Join(dir, "mtunnel")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/mtunnel/mtunnel")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build mtunnel: %w\n%s", err, b)
+	}
+	return out, nil
+}
