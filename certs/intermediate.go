@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -56,23 +55,9 @@ func (ca *CA) IssueIntermediate(r IntermediateRequest) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue intermediate CA %q: %w", r.Name, err)
 	}
-	key, err := newKey()
+	cert, key, err := ca.sign(tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("issue intermediate CA %q: %w", r.Name, err)
-	}
-	if tmpl.SerialNumber, err = newSerial(); err != nil {
-		return nil, fmt.Errorf("issue intermediate CA %q: %w", r.Name, err)
-	}
-	if tmpl.SubjectKeyId, err = subjectKeyID(&key.PublicKey); err != nil {
-		return nil, fmt.Errorf("issue intermediate CA %q: %w", r.Name, err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("issue intermediate CA %q: sign: %w", r.Name, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("issue intermediate CA %q: parse signed certificate: %w", r.Name, err)
 	}
 	return &CA{Cert: cert, Key: key}, nil
 }

@@ -64,22 +64,37 @@ func (ca *CA) Issue(r Request) (*Leaf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate %q: %w", r.Name, err)
 	}
-	key, err := newKey()
+	cert, key, err := ca.sign(tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate %q: %w", r.Name, err)
 	}
+	return &Leaf{Cert: cert, Key: key}, nil
+}
+
+// sign makes a fresh P-256 key and has ca sign tmpl for it, with a fresh
+// serial number (and, for a CA certificate, its subject key identifier).
+func (ca *CA) sign(tmpl *x509.Certificate) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, nil, err
+	}
 	if tmpl.SerialNumber, err = newSerial(); err != nil {
-		return nil, fmt.Errorf("issue certificate %q: %w", r.Name, err)
+		return nil, nil, err
+	}
+	if tmpl.IsCA {
+		if tmpl.SubjectKeyId, err = subjectKeyID(&key.PublicKey); err != nil {
+			return nil, nil, err
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("issue certificate %q: sign: %w", r.Name, err)
+		return nil, nil, fmt.Errorf("sign: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("issue certificate %q: parse signed certificate: %w", r.Name, err)
+		return nil, nil, fmt.Errorf("parse signed certificate: %w", err)
 	}
-	return &Leaf{Cert: cert, Key: key}, nil
+	return cert, key, nil
 }
 
 // template validates r and turns it into a certificate template (without
