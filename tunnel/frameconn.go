@@ -33,9 +33,18 @@ type frameConn struct {
 	waiting bool     // pending holds a data header whose body comes next
 	resets  []uint32 // RSTs to send once the frame in flight is complete
 	buf     []byte
+	flush   func() error // after each complete frame; nil: nothing to flush
 }
 
 func newFrameConn(c net.Conn) *frameConn { return &frameConn{Conn: c} }
+
+// complete is called when a whole frame has been written.
+func (c *frameConn) complete(err error) error {
+	if err == nil && c.flush != nil {
+		err = c.flush()
+	}
+	return err
+}
 
 func (c *frameConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -46,14 +55,15 @@ func (c *frameConn) Write(p []byte) (int, error) {
 		if err == nil && len(c.resets) > 0 {
 			err = c.flushResets()
 		}
-		return n, err
+		return n, c.complete(err)
 	}
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
 		copy(c.pending[:], p)
 		c.waiting = true
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	return n, c.complete(err)
 }
 
 // writeWithHeader writes the pending header and body as one write (for a
@@ -103,5 +113,5 @@ func (c *frameConn) flushResets() error {
 	}
 	c.resets = c.resets[:0]
 	_, err := c.Conn.Write(frames)
-	return err
+	return c.complete(err)
 }

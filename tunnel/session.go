@@ -182,12 +182,13 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("dial server %s: %w", d.Address, err)
 	}
 	tuneTunnelSocket(raw)
-	tconn := tls.Client(raw, d.TLS)
+	batch := newBatchConn(raw)
+	tconn := tls.Client(batch, d.TLS)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", d.Address, err)
 	}
-	s, err := newSession(tconn, d.Session, true)
+	s, err := newSession(tconn, batch, d.Session, true)
 	if err != nil {
 		return nil, err
 	}
@@ -211,15 +212,16 @@ func Accept(ctx context.Context, raw net.Conn, conf *tls.Config, sc SessionConfi
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(timeout, 10*time.Second))
 	defer cancel()
 	tuneTunnelSocket(raw)
-	tconn := tls.Server(raw, conf)
+	batch := newBatchConn(raw)
+	tconn := tls.Server(batch, conf)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("tls handshake from %s: %w", raw.RemoteAddr(), err)
 	}
-	return newSession(tconn, sc, false)
+	return newSession(tconn, batch, sc, false)
 }
 
-func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error) {
+func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool) (*Session, error) {
 	cs := tconn.ConnectionState()
 	if len(cs.PeerCertificates) == 0 { // verifyPeer forbids it; never trust a nil leaf
 		tconn.Close()
@@ -229,7 +231,9 @@ func newSession(tconn *tls.Conn, sc SessionConfig, client bool) (*Session, error
 	if client {
 		open = yamux.Client
 	}
+	batch.enable()
 	fc := newFrameConn(tconn)
+	fc.flush = batch.Flush
 	ys, err := open(fc, sc.yamux())
 	if err != nil {
 		tconn.Close()
