@@ -126,17 +126,7 @@ func (r IntermediateRequest) validate() error {
 			return fmt.Errorf("%w: permitted DNS domain %q: %v", ErrInvalidRequest, d, err)
 		}
 	}
-	for _, s := range r.OCSPServer {
-		if err := checkHTTPURL(s); err != nil {
-			return fmt.Errorf("%w: OCSP server %q: %v", ErrInvalidRequest, s, err)
-		}
-	}
-	for _, s := range r.CRLDistributionPoints {
-		if err := checkHTTPURL(s); err != nil {
-			return fmt.Errorf("%w: CRL distribution point %q: %v", ErrInvalidRequest, s, err)
-		}
-	}
-	return nil
+	return checkRevocationURLs(r.OCSPServer, r.CRLDistributionPoints)
 }
 
 // checkDNSConstraint reports why d cannot be a dNSName constraint: a DNS

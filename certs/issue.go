@@ -194,12 +194,17 @@ func (r Request) validate() error {
 			return fmt.Errorf("%w: URI SAN #%d: %v", ErrInvalidRequest, i+1, err)
 		}
 	}
-	for _, s := range r.OCSPServer {
+	return checkRevocationURLs(r.OCSPServer, r.CRLDistributionPoints)
+}
+
+// checkRevocationURLs checks the OCSP and CRL URLs of a request.
+func checkRevocationURLs(ocspServers, crlPoints []string) error {
+	for _, s := range ocspServers {
 		if err := checkHTTPURL(s); err != nil {
 			return fmt.Errorf("%w: OCSP server %q: %v", ErrInvalidRequest, s, err)
 		}
 	}
-	for _, s := range r.CRLDistributionPoints {
+	for _, s := range crlPoints {
 		if err := checkHTTPURL(s); err != nil {
 			return fmt.Errorf("%w: CRL distribution point %q: %v", ErrInvalidRequest, s, err)
 		}
