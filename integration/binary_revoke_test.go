@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestRevokeLiveSessionBinary is revocation as an operator does it, with
@@ -32,16 +30,7 @@ func TestRevokeLiveSessionBinary(t *testing.T) {
 	victimArgs := withFlag(withFlag(k.clientArgs(serverAddr), "--cert", filepath.Join(dir, "victim.crt")), "--key", filepath.Join(dir, "victim.key"))
 	victim := startAgent(t, "victim", nil, victimArgs...).listening(t)
 
-	c, err := net.Dial("tcp", victim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	c.Write([]byte("ping"))
-	if _, err := c.Read(make([]byte, 4)); err != nil {
-		t.Fatalf("victim not connected before the revocation: %v", err)
-	}
+	c := connectedApp(t, victim)
 
 	mustRunBinary(t, "certs", "revoke", "--dir", dir, "--cert", filepath.Join(dir, "victim.crt"), "--reason", "keyCompromise")
 	mustRunBinary(t, "certs", "crl", "--dir", dir)

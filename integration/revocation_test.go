@@ -131,16 +131,7 @@ func TestRevocationEndsLiveSession(t *testing.T) {
 	victimCert := ca.Client(t, "victim")
 	victim := w.client(t, victimCert, "default")[0]
 
-	c, err := net.Dial("tcp", victim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	c.Write([]byte("ping"))
-	if _, err := c.Read(make([]byte, 4)); err != nil {
-		t.Fatalf("victim not connected before revocation: %v", err)
-	}
+	c := connectedApp(t, victim)
 
 	set, _ := crls.Load().Update(writeCRL(t, ca, 1, time.Now().Add(time.Hour), victimCert.Leaf))
 	crls.Store(set)
@@ -166,19 +157,27 @@ func TestSessionEndsWhenPeerCertificateExpires(t *testing.T) {
 	}))
 	w := &world{ca: ca, logs: logs, serverAddr: addr}
 	local := w.client(t, short, "default")[0]
+	c := connectedApp(t, local)
+	expectResetOn(t, c)
+	logs.waitFor(t, "session closed at expiry", msgAttr("closing session: peer no longer passes verification",
+		"peer", "CN=short-lived", "reason", string(tunnel.ReasonExpired)))
+}
+
+// connectedApp opens an app connection through local and proves it works
+// end to end with one echo; it is closed when the test ends.
+func connectedApp(t *testing.T, local string) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", local)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	c.Write([]byte("ping"))
-	if _, err := c.Read(make([]byte, 4)); err != nil {
-		t.Fatal(err)
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("app connection not working end to end: %v", err)
 	}
-	expectResetOn(t, c)
-	logs.waitFor(t, "session closed at expiry", msgAttr("closing session: peer no longer passes verification",
-		"peer", "CN=short-lived", "reason", string(tunnel.ReasonExpired)))
+	return c
 }
 
 // expectResetOn requires an open app connection to end in a reset.
