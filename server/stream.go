@@ -22,7 +22,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 	if resp.Status != tunnel.StatusOK {
 		log.Warn("stream rejected", "result", resp.Status.String(), "reason", resp.Reason, "err", err)
 		s.reply(st, resp)
-		st.Close()
+		st.Finish(s.cfg.HeaderTimeout)
 		return
 	}
 	if err := s.reply(st, resp); err != nil {

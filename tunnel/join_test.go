@@ -187,9 +187,13 @@ func TestJoinPreludeError(t *testing.T) {
 			return refused
 		}})
 	}()
-	// As the server agent refuses a stream: an answer, then FIN.
+	// As the server agent refuses a stream: an answer, then FIN, then
+	// waiting for the client's end (which may be a reset before our FIN
+	// reached it).
 	st2.Write([]byte("no!secret"))
-	st2.Close()
+	finished := make(chan struct{})
+	go func() { st2.Finish(10 * time.Second); close(finished) }()
+	defer func() { <-finished }()
 	_, err := io.ReadAll(app)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("app err = %v, want ECONNRESET", err)

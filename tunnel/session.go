@@ -119,6 +119,18 @@ func (s *Stream) Reset() {
 	s.Stream.Close()
 }
 
+// Finish closes our side of a stream that will not be joined (a refused
+// one) and waits, up to timeout, for the peer to end its side, discarding
+// what it sends. A peer that resets the stream gets a reset back: the
+// peer's copy loop waits for that answer to free its end (see Reset).
+func (s *Stream) Finish(timeout time.Duration) {
+	s.Stream.Close()
+	s.SetReadDeadline(time.Now().Add(timeout))
+	if _, err := io.Copy(io.Discard, struct{ io.Reader }{s.Stream}); err != nil {
+		s.Reset() // reset by the peer, or it never ended its side
+	}
+}
+
 // OpenStream opens a stream (client side).
 func (s *Session) OpenStream() (*Stream, error) {
 	st, err := s.Session.OpenStream()
