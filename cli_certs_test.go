@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"fmt"
+	"github.com/mtunnel/mtunnel/certs/certstest"
 	"io/fs"
 	"net"
 	"os"
@@ -574,13 +575,7 @@ func TestCertsShow(t *testing.T) {
 // TestCertsCRLOpenSSL checks the CRL with OpenSSL, an independent parser
 // and verifier.
 func TestCertsCRLOpenSSL(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("MTUNNEL_REQUIRE_EXTERNAL") == "1" {
-			t.Fatalf("openssl is not on PATH and MTUNNEL_REQUIRE_EXTERNAL=1; install the Debian package openssl: %v", err)
-		}
-		t.Skip("openssl is not on PATH (Debian package openssl)")
-	}
+	openssl := certstest.NeedOpenSSL(t)
 	dir := t.TempDir()
 	initCA(t, dir)
 	certsOK(t, "certs", "issue", "--dir", dir, "--name", "lost", "--client")

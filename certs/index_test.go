@@ -304,7 +304,7 @@ func TestReasonCodeAndName(t *testing.T) {
 // parses both expiry formats (it marks the 2020 certificate expired, not
 // the 2051 one), and that the file it rewrites reads back.
 func TestIndexWithOpenSSLCA(t *testing.T) {
-	bin := needOpenSSL(t)
+	bin := certstest.NeedOpenSSL(t)
 	dir := t.TempDir()
 	ca, err := certs.NewCA("index test CA", time.Hour)
 	if err != nil {

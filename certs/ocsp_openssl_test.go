@@ -11,9 +11,6 @@ import (
 	"github.com/mtunnel/mtunnel/certs/certstest"
 )
 
-// needOpenSSL is certstest.NeedOpenSSL, kept for index_test.go.
-func needOpenSSL(t *testing.T) string { return certstest.NeedOpenSSL(t) }
-
 // TestOCSPWithOpenSSLResponder runs a stock "openssl ocsp" responder on an
 // index written by this package and checks good, revoked and unknown
 // answers with OCSPClient.

@@ -197,13 +197,6 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
-// Len reports the number of live sessions.
-func (p *Pool) Len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.usable())
-}
-
 func (p *Pool) log() *slog.Logger {
 	if p.Logger == nil {
 		return slog.New(slog.DiscardHandler)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mtunnel/mtunnel/certs"
 )
 
 // Reason names why a handshake or a peer was refused. The values are stable
@@ -246,12 +248,8 @@ func usageName(u x509.ExtKeyUsage) string {
 	return "clientAuth"
 }
 
-func subject(c *x509.Certificate) string {
-	if c.Subject.CommonName != "" {
-		return fmt.Sprintf("certificate %q", c.Subject.CommonName)
-	}
-	return fmt.Sprintf("certificate serial %s", c.SerialNumber)
-}
+// subject names c in error messages, as certs.Identity names peers in logs.
+func subject(c *x509.Certificate) string { return "certificate " + certs.Identity(c) }
 
 // x509Reason maps an error from x509.Certificate.Verify to a Reason.
 func x509Reason(err error, at time.Time) Reason {
