@@ -40,7 +40,7 @@ func clientCommand() *cli.Command {
 				return configErr(err)
 			}
 			if _, err := cl.Listen(); err != nil {
-				return configErr(err)
+				return configErrorf("%w (the address comes from --listen, MTUNNEL_LISTEN or a route's listen in the config file)", err)
 			}
 			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, cl.Recheck)

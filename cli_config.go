@@ -70,7 +70,7 @@ func loadYAML(path string, v interface{ paths() []*string }) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return configErrorf("config %s: %w", path, err)
+		return configErrorf("config %s: %s", path, yamlPlaces.Replace(err.Error()))
 	}
 	dir := filepath.Dir(path)
 	for _, p := range v.paths() {
@@ -90,6 +90,19 @@ func (t *fileTLS) paths() []*string {
 	}
 	return p
 }
+
+// yamlPlaces turns the Go type names in yaml's messages ("field alow not
+// found in type main.serverFileRoute") into the part of the file a user
+// edits. Longer names come first: the replacer tries them in order.
+var yamlPlaces = strings.NewReplacer(
+	"in type main.serverFileRoute", "in a route",
+	"in type main.clientFileRoute", "in a route",
+	"in type main.serverFile", "at the top level",
+	"in type main.clientFile", "at the top level",
+	"in type main.fileTLS", "in tls",
+	"in type tunnel.Rule", "in an allow rule",
+	"into main.", "into ",
+)
 
 // setting is one resolved value and where it came from, so errors can
 // name the flag or the config key at fault.

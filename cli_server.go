@@ -69,7 +69,7 @@ func serverCommand() *cli.Command {
 				return configErr(err)
 			}
 			if _, err := srv.Listen(); err != nil {
-				return configErr(err)
+				return configErrorf("%w (the address comes from --listen, MTUNNEL_LISTEN or the config file's listen)", err)
 			}
 			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, srv.Recheck)
