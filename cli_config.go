@@ -226,7 +226,15 @@ func sessionFlags(c *cli.Context) (tunnel.SessionConfig, error) {
 	if err != nil || w < 256<<10 || w > 1<<30 {
 		return tunnel.SessionConfig{}, configErrorf("--stream-window %q: want a size from 256KiB to 1GiB, like 4MiB", c.String("stream-window"))
 	}
-	return tunnel.SessionConfig{StreamWindow: uint32(w)}, nil
+	budget, err := parseSize(c.String("session-memory"))
+	if err != nil || budget <= 0 {
+		return tunnel.SessionConfig{}, configErrorf("--session-memory %q: want a size like 1GiB", c.String("session-memory"))
+	}
+	sc := tunnel.SessionConfig{StreamWindow: uint32(w), MemoryBudget: budget, MaxStreams: c.Int("max-streams")}
+	if err := sc.Validate(); err != nil {
+		return tunnel.SessionConfig{}, configErrorf("--max-streams, --stream-window, --session-memory: %w", err)
+	}
+	return sc, nil
 }
 
 // parseSize parses a byte count with an optional KiB, MiB or GiB suffix.

@@ -31,6 +31,8 @@ func tlsFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "half-close-timeout", Usage: "cut a half-closed stream idle this long (default 5m)", EnvVars: env("HALF_CLOSE_TIMEOUT")},
 		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, wait this long for open streams (default 30s)", EnvVars: env("DRAIN_TIMEOUT")},
 		&cli.StringFlag{Name: "stream-window", Value: "4MiB", Usage: "yamux receive window per stream (e.g. 256KiB, 4MiB): throughput per stream is at most window/RTT", EnvVars: env("STREAM_WINDOW")},
+		&cli.StringFlag{Name: "session-memory", Value: "1GiB", Usage: "memory budget per session for stream buffers; streams per session are capped at session-memory / stream-window", EnvVars: env("SESSION_MEMORY")},
+		&cli.IntFlag{Name: "max-streams", Usage: "streams open at once on one session (default: session-memory / stream-window, 256); the server refuses more, the client opens another session", EnvVars: env("MAX_STREAMS")},
 		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once (0: one per CPU); 1 often costs less CPU per byte on a busy small host", EnvVars: env("GOMAXPROCS")},
 	)
 }
@@ -49,7 +51,6 @@ func serverCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-all", Usage: "allow every client certificate signed by --ca on \"default\"", EnvVars: env("ALLOW_ALL")},
 			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header (default 10s)", EnvVars: env("HEADER_TIMEOUT")},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target (default 10s)", EnvVars: env("DIAL_TIMEOUT")},
-			&cli.IntFlag{Name: "max-streams", Usage: "streams open at once on one session; more are refused (default 8192)", EnvVars: env("MAX_STREAMS")},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -132,7 +133,6 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
 		RecheckInterval:  c.Duration("recheck-interval"),
-		MaxStreams:       c.Int("max-streams"),
 		Session:          sess,
 	}
 	if err := cfg.Validate(); err != nil {

@@ -50,6 +50,9 @@ func (c *Config) Validate() error {
 	if err := c.TLS.Validate(); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
+	if err := c.Session.Validate(); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
 	if len(c.Routes) == 0 {
 		return errors.New("client: no routes")
 	}

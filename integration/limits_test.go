@@ -3,6 +3,7 @@ package integration
 import (
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,10 +20,10 @@ func TestMaxStreamsPerSession(t *testing.T) {
 	w.ca = certstest.New(t)
 	w.echoAddr = backend(t, echo)
 	w.serverAddr = startServer(t, server.Config{
-		TLS:        tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:     map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		MaxStreams: 2,
-		Logger:     w.logs.logger("server"),
+		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
+		Session: tunnel.SessionConfig{MaxStreams: 2},
+		Logger:  w.logs.logger("server"),
 	})
 	local := startClient(t, client.Config{
 		Server:   w.serverAddr,
@@ -52,5 +53,79 @@ func TestMaxStreamsPerSession(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 			t.Fatalf("a stream within the cap broke: %v", err)
 		}
+	}
+}
+
+// TestPoolGrowsPastFullSessions: with a cap of 2 streams per session (the
+// memory budget), the client opens a new session for the third and fifth
+// connection instead of having them refused, and all five work.
+func TestPoolGrowsPastFullSessions(t *testing.T) {
+	w := &world{logs: newLogSink(t)}
+	w.ca = certstest.New(t)
+	w.echoAddr = backend(t, echo)
+	capped := tunnel.SessionConfig{MaxStreams: 2}
+	w.serverAddr = startServer(t, server.Config{
+		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
+		Session: capped,
+		Logger:  w.logs.logger("server"),
+	})
+	local := startClient(t, client.Config{
+		Server:   w.serverAddr,
+		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
+		Routes:   []client.Route{{}},
+		Session:  capped,
+		Sessions: 1,
+		Logger:   w.logs.logger("client"),
+	})[0]
+	var open []net.Conn
+	for i := range 5 {
+		c, err := net.Dial("tcp", local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		c.Write([]byte("hi"))
+		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+			t.Fatalf("connection %d: %v\n%s", i+1, err, w.logs.dump())
+		}
+		open = append(open, c)
+	}
+	if n := w.logs.count(msgAttr("session established", "agent", "client")); n != 3 {
+		t.Errorf("client established %d sessions for 5 streams at 2 per session, want 3", n)
+	}
+	if n := w.logs.count(msgAttr("stream rejected", "agent", "server")); n != 0 {
+		t.Errorf("server refused %d streams; the pool should have opened sessions instead", n)
+	}
+}
+
+// TestSessionBudgetValidation: a stream cap that does not fit the memory
+// budget is a configuration error that says so.
+func TestSessionBudgetValidation(t *testing.T) {
+	for _, tc := range []struct {
+		sc   tunnel.SessionConfig
+		want string
+	}{
+		{tunnel.SessionConfig{}, ""},
+		{tunnel.SessionConfig{MaxStreams: 256}, ""},
+		{tunnel.SessionConfig{MaxStreams: 257}, "257 streams x 4MiB window = 1028MiB per session, over the session memory budget of 1GiB"},
+		{tunnel.SessionConfig{StreamWindow: 256 << 10, MaxStreams: 4096}, ""},
+		{tunnel.SessionConfig{StreamWindow: 8 << 20, MemoryBudget: 4 << 20}, "larger than the session memory budget"},
+		{tunnel.SessionConfig{StreamWindow: 1000}, "at least 256 KiB"},
+	} {
+		err := tc.sc.Validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", tc.sc, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: got %v, want an error containing %q", tc.sc, err, tc.want)
+		}
+	}
+	if got := (tunnel.SessionConfig{}).StreamCap(); got != 256 {
+		t.Errorf("default stream cap %d, want 1GiB / 4MiB = 256", got)
 	}
 }

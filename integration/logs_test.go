@@ -66,6 +66,19 @@ func (s *logSink) waitFor(t testing.TB, what string, match func(record) bool) re
 	}
 }
 
+// count returns how many records so far satisfy match.
+func (s *logSink) count(match func(record) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.records {
+		if match(r) {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *logSink) dump() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

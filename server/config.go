@@ -30,14 +30,7 @@ type Config struct {
 	// verified again (revocation, expiry); default 30 s. Server.Recheck
 	// forces one at once.
 	RecheckInterval time.Duration
-	// MaxStreams caps the streams open at once on one session; a stream
-	// beyond it is answered StatusUnavailable. With a stalled reader a
-	// stream can buffer up to Session.StreamWindow, so the cap bounds a
-	// session's worst-case buffer memory at MaxStreams x StreamWindow.
-	// Default 8192.
-	MaxStreams int
-
-	Logger *slog.Logger // nil discards logs
+	Logger          *slog.Logger // nil discards logs
 }
 
 // Route is where a route's streams go and who may open them.
@@ -52,6 +45,9 @@ func (c *Config) Validate() error {
 		return errors.New("server: no listen address")
 	}
 	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := c.Session.Validate(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	if len(c.Routes) == 0 {
@@ -82,7 +78,6 @@ func (c *Config) withDefaults() Config {
 	d.DialTimeout = cmp.Or(d.DialTimeout, 10*time.Second)
 	d.HalfCloseTimeout = cmp.Or(d.HalfCloseTimeout, 5*time.Minute)
 	d.DrainTimeout = cmp.Or(d.DrainTimeout, 30*time.Second)
-	d.MaxStreams = cmp.Or(d.MaxStreams, 8192)
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -44,9 +44,11 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 // connection; otherwise target is nil, resp says why in words fit for the
 // client, and err (if any) carries the detail for our own log.
 func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (string, net.Conn, tunnel.Response, error) {
-	if n := sess.NumStreams(); n > s.cfg.MaxStreams {
+	// A stream beyond the cap is refused: the cap keeps the session within
+	// its memory budget (tunnel.SessionConfig.MemoryBudget).
+	if n, limit := sess.NumStreams(), s.cfg.Session.StreamCap(); n > limit {
 		return "", nil, tunnel.Response{Status: tunnel.StatusUnavailable,
-			Reason: fmt.Sprintf("too many streams on this session (%d, limit %d)", n, s.cfg.MaxStreams)}, nil
+			Reason: fmt.Sprintf("too many streams on this session (%d, limit %d)", n, limit)}, nil
 	}
 	st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	name, err := tunnel.ReadRequest(st)

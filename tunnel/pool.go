@@ -14,9 +14,12 @@ import (
 // ErrPoolClosed is returned by Pool.Get after Close.
 var ErrPoolClosed = errors.New("session pool closed")
 
-// Pool keeps up to Size sessions to one server and hands out the least
-// loaded live one. Sessions are dialled on demand; a dead or draining
-// session is dropped and replaced by the next demand.
+// Pool keeps Size sessions to one server and hands out the least loaded
+// live one. Sessions are dialled on demand; a dead or draining session is
+// dropped and replaced by the next demand. A session carrying its stream
+// cap (Dialer.Session.StreamCap, which keeps it inside its memory budget)
+// takes no more: when every session is full the pool dials another, so
+// Size is a floor, not a ceiling.
 type Pool struct {
 	Dialer *Dialer
 	Size   int // default 1
@@ -26,6 +29,7 @@ type Pool struct {
 	mu       sync.Mutex
 	sessions []*Session
 	draining map[*Session]bool // sent us GoAway: open no new streams
+	opening  map[*Session]int  // streams being opened, not yet in NumStreams
 	dialing  chan struct{}     // closed when the running dial ends
 	lastErr  error
 	closed   bool
@@ -43,6 +47,11 @@ func (p *Pool) Open(ctx context.Context) (*Stream, *Session, error) {
 			return nil, nil, err
 		}
 		st, err := s.OpenStream()
+		p.mu.Lock()
+		if p.opening[s]--; p.opening[s] == 0 {
+			delete(p.opening, s)
+		}
+		p.mu.Unlock()
 		if err == nil {
 			return st, s, nil
 		}
@@ -72,10 +81,15 @@ func (p *Pool) get(ctx context.Context) (*Session, error) {
 			go p.dial()
 		}
 		wait := p.dialing
-		p.mu.Unlock()
 		if best != nil {
+			if p.opening == nil {
+				p.opening = make(map[*Session]int)
+			}
+			p.opening[best]++ // counts towards its load until opened
+			p.mu.Unlock()
 			return best, nil
 		}
+		p.mu.Unlock()
 		select {
 		case <-wait:
 		case <-ctx.Done():
@@ -83,9 +97,9 @@ func (p *Pool) get(ctx context.Context) (*Session, error) {
 		}
 		p.mu.Lock()
 		err := p.lastErr
-		usable := len(p.usable())
+		full := p.leastLoaded() == nil
 		p.mu.Unlock()
-		if usable == 0 && err != nil {
+		if full && err != nil {
 			return nil, err
 		}
 	}
@@ -111,11 +125,16 @@ func (p *Pool) usable() []*Session {
 	return out
 }
 
+// leastLoaded returns the usable session with the fewest streams that is
+// below the stream cap, or nil. Caller holds mu.
 func (p *Pool) leastLoaded() *Session {
+	limit := p.Dialer.Session.StreamCap()
 	var best *Session
+	bestLoad := 0
 	for _, s := range p.usable() {
-		if best == nil || s.NumStreams() < best.NumStreams() {
-			best = s
+		load := s.NumStreams() + p.opening[s]
+		if load < limit && (best == nil || load < bestLoad) {
+			best, bestLoad = s, load
 		}
 	}
 	return best

@@ -27,6 +27,16 @@ type SessionConfig struct {
 	// so the worst case is StreamWindow x streams with a stalled reader.
 	// Default 4 MiB.
 	StreamWindow uint32
+	// MemoryBudget is the stated bound on what one session may hold in
+	// stream receive buffers: MaxStreams x StreamWindow must fit in it.
+	// yamux has no session-level window (FIELD-NOTES), so this cap on
+	// streams is what bounds a session's memory when apps stop reading.
+	// The client's pool opens another session when its sessions are full.
+	// Default 1 GiB.
+	MemoryBudget int64
+	// MaxStreams caps the streams open at once on one session. Default:
+	// MemoryBudget / StreamWindow (256 with the defaults).
+	MaxStreams int
 	// KeepAlive is the interval of yamux pings. A reply must come within
 	// WriteTimeout, so a vanished peer is noticed within about
 	// KeepAlive+WriteTimeout. Default 15 s.
@@ -41,9 +51,55 @@ type SessionConfig struct {
 
 const (
 	defaultStreamWindow = 4 << 20
+	defaultMemoryBudget = 1 << 30
 	defaultKeepAlive    = 15 * time.Second
 	defaultWriteTimeout = 10 * time.Second
 )
+
+// Window is the per-stream receive window in effect.
+func (c SessionConfig) Window() uint32 { return cmp.Or(c.StreamWindow, defaultStreamWindow) }
+
+// Budget is the session memory budget in effect.
+func (c SessionConfig) Budget() int64 { return cmp.Or(c.MemoryBudget, defaultMemoryBudget) }
+
+// StreamCap is the number of streams one session may carry at once.
+func (c SessionConfig) StreamCap() int {
+	if c.MaxStreams > 0 {
+		return c.MaxStreams
+	}
+	return max(1, int(c.Budget()/int64(c.Window())))
+}
+
+// Validate checks that the stream cap fits the memory budget.
+func (c SessionConfig) Validate() error {
+	if c.MaxStreams < 0 || c.MemoryBudget < 0 {
+		return errors.New("max streams and session memory must not be negative")
+	}
+	if c.Window() < 256<<10 {
+		return fmt.Errorf("stream window %d: yamux needs at least 256 KiB", c.Window())
+	}
+	if int64(c.Window()) > c.Budget() {
+		return fmt.Errorf("stream window (%s) is larger than the session memory budget (%s)", sizeString(int64(c.Window())), sizeString(c.Budget()))
+	}
+	if worst := int64(c.StreamCap()) * int64(c.Window()); worst > c.Budget() {
+		return fmt.Errorf("%d streams x %s window = %s per session, over the session memory budget of %s: lower max streams or the window, or raise the budget",
+			c.StreamCap(), sizeString(int64(c.Window())), sizeString(worst), sizeString(c.Budget()))
+	}
+	return nil
+}
+
+// sizeString writes n bytes in the largest binary unit that divides it.
+func sizeString(n int64) string {
+	for _, u := range []struct {
+		shift  uint
+		suffix string
+	}{{30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return fmt.Sprintf("%d%s", n>>u.shift, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%dB", n)
+}
 
 func (c SessionConfig) yamux() *yamux.Config {
 	y := yamux.DefaultConfig()
@@ -55,7 +111,7 @@ func (c SessionConfig) yamux() *yamux.Config {
 	y.EnableKeepAlive = true
 	y.KeepAliveInterval = cmp.Or(c.KeepAlive, defaultKeepAlive)
 	y.ConnectionWriteTimeout = cmp.Or(c.WriteTimeout, defaultWriteTimeout)
-	y.MaxStreamWindowSize = cmp.Or(c.StreamWindow, defaultStreamWindow)
+	y.MaxStreamWindowSize = c.Window()
 	// yamux's open timeout costs a goroutine and a timer per stream, and
 	// when it fires it closes the whole session. The client agent bounds the
 	// wait for the server's answer itself (HeaderTimeout) and keepalive
