@@ -20,8 +20,17 @@ var ErrSessionLost = errors.New("tunnel session lost")
 // for JoinConfig.HalfCloseTimeout after the other direction ended.
 var ErrHalfCloseTimeout = errors.New("half-closed stream idle too long")
 
+// ErrIdleTimeout ends a join in which no byte moved either way for
+// JoinConfig.IdleTimeout.
+var ErrIdleTimeout = errors.New("stream idle too long")
+
 // JoinConfig bounds a joined stream. The zero value is usable.
 type JoinConfig struct {
+	// IdleTimeout cuts (resets) a stream in which no byte moved in either
+	// direction for this long, checked every quarter of it. Default 0: no
+	// limit, since database pools keep idle connections for hours and a
+	// dead peer is found by the session's keepalive anyway.
+	IdleTimeout time.Duration
 	// HalfCloseTimeout: once one direction has ended, the other is cut
 	// after this long without a byte moving (each byte extends it).
 	// Default 5 minutes.
@@ -58,6 +67,10 @@ func Join(local net.Conn, stream *Stream, cfg JoinConfig) JoinResult {
 	up.other, down.other = down, up
 	// One direction runs in the caller's goroutine: one goroutine fewer
 	// per connection, and idle connections are what there are most of.
+	if cfg.IdleTimeout > 0 {
+		stop := j.watchIdle(cfg.IdleTimeout, up, down)
+		defer stop()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go up.run(&wg, up.endUp)
@@ -89,6 +102,42 @@ func (j *joiner) abort(err error) {
 		j.stream.Reset()
 		j.stream.SetDeadline(time.Now()) // wake a blocked Read or Write
 	})
+}
+
+// watchIdle aborts the join when neither copier moved a byte for idle. It
+// compares byte counts every quarter of idle rather than reading the clock
+// on every read.
+func (j *joiner) watchIdle(idle time.Duration, up, down *copier) (stop func()) {
+	every := max(idle/4, time.Millisecond)
+	var (
+		mu      sync.Mutex // orders the callback after t is set and after stop
+		t       *time.Timer
+		stopped bool
+		last    int64 = -1
+		quiet   time.Duration
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if n := up.n.Load() + down.n.Load(); n != last {
+			last, quiet = n, 0
+		} else if quiet += every; quiet >= idle {
+			j.abort(fmt.Errorf("%w (%s)", ErrIdleTimeout, idle))
+			return
+		}
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // copier is one direction of a join. A named type keeps the two goroutines

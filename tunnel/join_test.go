@@ -254,3 +254,55 @@ func waitNoStreams(t *testing.T, sessions ...*Session) {
 		}
 	}
 }
+
+// TestJoinIdleTimeout: a stream in which nothing moves is cut after the
+// idle timeout, and both ends see a reset, not a clean end.
+func TestJoinIdleTimeout(t *testing.T) {
+	p, _ := startPipeline(t, JoinConfig{IdleTimeout: 200 * time.Millisecond})
+	p.app.Write([]byte("hi"))
+	if _, err := io.ReadFull(p.target, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := io.ReadAll(p.app); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("app read err = %v, want ECONNRESET", err)
+	}
+	if _, err := io.ReadAll(p.target); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("target read err = %v, want ECONNRESET", err)
+	}
+	r := p.wait(t)
+	if !errors.Is(r[0].Err, ErrIdleTimeout) && !errors.Is(r[1].Err, ErrIdleTimeout) {
+		t.Fatalf("join errs = %v, %v; want ErrIdleTimeout", r[0].Err, r[1].Err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("cut after %s, before the 200ms idle timeout", d)
+	}
+}
+
+// TestJoinTrickleNotIdle: a byte every 60 ms keeps a stream with a 200 ms
+// idle timeout alive for a second.
+func TestJoinTrickleNotIdle(t *testing.T) {
+	p, _ := startPipeline(t, JoinConfig{IdleTimeout: 200 * time.Millisecond})
+	go func() {
+		tick := time.NewTicker(60 * time.Millisecond)
+		defer tick.Stop()
+		for range 16 {
+			<-tick.C
+			p.app.Write([]byte("x"))
+		}
+		p.app.CloseWrite()
+	}()
+	got, err := io.ReadAll(p.target)
+	if err != nil || len(got) != 16 {
+		t.Fatalf("target got %d bytes, %v", len(got), err)
+	}
+	p.target.CloseWrite()
+	if _, err := io.ReadAll(p.app); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.wait(t) {
+		if r.Err != nil {
+			t.Errorf("join err = %v", r.Err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -37,10 +38,22 @@ type SessionConfig struct {
 	// MaxStreams caps the streams open at once on one session. Default:
 	// MemoryBudget / StreamWindow (256 with the defaults).
 	MaxStreams int
-	// KeepAlive is the interval of yamux pings. A reply must come within
-	// WriteTimeout, so a vanished peer is noticed within about
-	// KeepAlive+WriteTimeout. Default 15 s.
-	KeepAlive time.Duration
+	// KeepAlive is how long a session may hear nothing from its peer
+	// before it sends a ping; KeepAliveTimeout is how much longer it waits
+	// for any byte (the answer or other traffic) before it closes the
+	// session as dead. Any frame counts, so a saturated link is never taken
+	// for a dead peer; a vanished peer (no FIN, no RST) is found within
+	// about KeepAlive+KeepAliveTimeout, idle or busy. The tunnel socket's
+	// TCP_USER_TIMEOUT and TCP keepalive use the same bound. Defaults 10 s
+	// and 15 s: found within 25 s.
+	KeepAlive        time.Duration
+	KeepAliveTimeout time.Duration
+	// MaxLifetime is how long a session serves new streams before it is
+	// replaced, so that peers authenticate again; its streams then have
+	// LifetimeGrace to finish. A session never outlives its peer's
+	// certificate. Default 0: only the certificate's expiry.
+	MaxLifetime   time.Duration
+	LifetimeGrace time.Duration // default 30 s
 	// WriteTimeout bounds one frame write to the TLS connection and a
 	// ping's reply (yamux ConnectionWriteTimeout). Default 10 s.
 	WriteTimeout time.Duration
@@ -52,9 +65,15 @@ type SessionConfig struct {
 const (
 	defaultStreamWindow = 4 << 20
 	defaultMemoryBudget = 1 << 30
-	defaultKeepAlive    = 15 * time.Second
+	defaultKeepAlive    = 10 * time.Second
+	defaultKeepAliveTO  = 15 * time.Second
+	defaultGrace        = 30 * time.Second
 	defaultWriteTimeout = 10 * time.Second
 )
+
+func (c SessionConfig) keepAlive() (every, timeout time.Duration) {
+	return cmp.Or(c.KeepAlive, defaultKeepAlive), cmp.Or(c.KeepAliveTimeout, defaultKeepAliveTO)
+}
 
 // Window is the per-stream receive window in effect.
 func (c SessionConfig) Window() uint32 { return cmp.Or(c.StreamWindow, defaultStreamWindow) }
@@ -108,8 +127,9 @@ func (c SessionConfig) yamux() *yamux.Config {
 	// The accept loop hands each stream to its own goroutine at once, so the
 	// backlog only absorbs bursts; beyond it yamux resets new streams.
 	y.AcceptBacklog = 1024
-	y.EnableKeepAlive = true
-	y.KeepAliveInterval = cmp.Or(c.KeepAlive, defaultKeepAlive)
+	// Liveness is the watchdog's job (liveness.go): yamux's keepalive
+	// fails a session when one ping answer is slow behind bulk data.
+	y.EnableKeepAlive = false
 	y.ConnectionWriteTimeout = cmp.Or(c.WriteTimeout, defaultWriteTimeout)
 	y.MaxStreamWindowSize = c.Window()
 	// yamux's open timeout costs a goroutine and a timer per stream, and
@@ -155,6 +175,8 @@ type Session struct {
 	Established time.Time
 	RTT         time.Duration // client side: the round trip of the confirming ping
 	conn        *frameConn
+	retired     atomic.Bool           // past MaxLifetime: no new streams
+	cause       atomic.Pointer[error] // why we closed it, if we did
 }
 
 // Stream is one tunnelled connection: a yamux stream that can also be
@@ -187,8 +209,12 @@ func (s *Stream) Finish(timeout time.Duration) {
 	}
 }
 
-// OpenStream opens a stream (client side).
+// OpenStream opens a stream (client side). A retired session refuses, the
+// way a peer's GoAway does, so callers move to another session.
 func (s *Session) OpenStream() (*Stream, error) {
+	if s.retired.Load() {
+		return nil, fmt.Errorf("session reached its lifetime: %w", yamux.ErrRemoteGoAway)
+	}
 	st, err := s.Session.OpenStream()
 	if err != nil {
 		return nil, err
@@ -212,6 +238,9 @@ func (s *Session) AcceptStream() (*Stream, error) {
 func (s *Session) Cause() error {
 	if !s.IsClosed() {
 		return nil
+	}
+	if c := s.cause.Load(); c != nil {
+		return *c
 	}
 	// yamux keeps its shutdown error private but AcceptStream returns it
 	// once the session is closed. A client session never has streams to
@@ -249,7 +278,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial server %s: %w", d.Address, err)
 	}
-	tuneTunnelSocket(raw)
+	tuneTunnelSocket(raw, d.Session)
 	batch := newBatchConn(raw)
 	tconn := tls.Client(batch, d.TLS)
 	if err := tconn.HandshakeContext(ctx); err != nil {
@@ -279,7 +308,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 func Accept(ctx context.Context, raw net.Conn, conf *tls.Config, sc SessionConfig, timeout time.Duration) (*Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(timeout, 10*time.Second))
 	defer cancel()
-	tuneTunnelSocket(raw)
+	tuneTunnelSocket(raw, sc)
 	batch := newBatchConn(raw)
 	tconn := tls.Server(batch, conf)
 	if err := tconn.HandshakeContext(ctx); err != nil {
@@ -307,7 +336,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		tconn.Close()
 		return nil, fmt.Errorf("start yamux session: %w", err)
 	}
-	return &Session{
+	s := &Session{
 		Session:     ys,
 		Peer:        cs.PeerCertificates[0],
 		PeerChain:   cs.PeerCertificates,
@@ -315,7 +344,11 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		Remote:      tconn.RemoteAddr(),
 		Established: time.Now(),
 		conn:        fc,
-	}, nil
+	}
+	every, timeout := sc.keepAlive()
+	go newWatchdog(s, every, timeout).run(every, timeout)
+	go s.retire(sc.MaxLifetime, cmp.Or(sc.LifetimeGrace, defaultGrace))
+	return s, nil
 }
 
 // PeerID is the short identity of a peer certificate used in logs.

@@ -9,6 +9,9 @@ import (
 // package does not name it).
 const tcpNotSentLowat = 25
 
+// tcpUserTimeout is TCP_USER_TIMEOUT from linux/tcp.h.
+const tcpUserTimeout = 18
+
 // notSentLowat is how many not-yet-sent bytes the tunnel socket may hold.
 // Without a bound, Linux autotunes the send buffer to megabytes and a
 // small frame (an interactive stream's ping) queues behind all of a bulk
@@ -18,17 +21,26 @@ const tcpNotSentLowat = 25
 const notSentLowat = 128 << 10
 
 // tuneTunnelSocket applies the socket options of a tunnel connection.
-// Errors are ignored: the options only tune latency.
-func tuneTunnelSocket(c net.Conn) {
+// Errors are ignored: the options tune latency and back up the session
+// watchdog, which finds a dead peer on its own.
+//
+// TCP keepalive probes an idle connection and TCP_USER_TIMEOUT (RFC 5482)
+// drops one whose sent data stays unacknowledged, both within the
+// watchdog's bound (KeepAlive+KeepAliveTimeout), so the kernel also ends a
+// connection to a peer that vanished while data was in flight.
+func tuneTunnelSocket(c net.Conn, sc SessionConfig) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return
 	}
+	every, timeout := sc.keepAlive()
+	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: every, Interval: timeout / 3, Count: 3})
 	raw, err := tc.SyscallConn()
 	if err != nil {
 		return
 	}
 	raw.Control(func(fd uintptr) {
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotSentLowat, notSentLowat)
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int((every + timeout).Milliseconds()))
 	})
 }
