@@ -230,7 +230,15 @@ func sessionFlags(c *cli.Context) (tunnel.SessionConfig, error) {
 	if err != nil || budget <= 0 {
 		return tunnel.SessionConfig{}, configErrorf("--session-memory %q: want a size like 1GiB", c.String("session-memory"))
 	}
-	sc := tunnel.SessionConfig{StreamWindow: uint32(w), MemoryBudget: budget, MaxStreams: c.Int("max-streams")}
+	sc := tunnel.SessionConfig{
+		StreamWindow:     uint32(w),
+		MemoryBudget:     budget,
+		MaxStreams:       c.Int("max-streams"),
+		KeepAlive:        durationFlag(c, "keepalive"),
+		KeepAliveTimeout: durationFlag(c, "keepalive-timeout"),
+		MaxLifetime:      durationFlag(c, "max-lifetime"),
+		LifetimeGrace:    durationFlag(c, "drain-timeout"),
+	}
 	if err := sc.Validate(); err != nil {
 		return tunnel.SessionConfig{}, configErrorf("--max-streams, --stream-window, --session-memory: %w", err)
 	}

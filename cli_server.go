@@ -33,6 +33,9 @@ func tlsFlags() []cli.Flag {
 		&cli.StringFlag{Name: "stream-window", Value: "4MiB", Usage: "yamux receive window per stream (e.g. 256KiB, 4MiB): throughput per stream is at most window/RTT", EnvVars: env("STREAM_WINDOW")},
 		&cli.StringFlag{Name: "session-memory", Value: "1GiB", Usage: "memory budget per session for stream buffers; streams per session are capped at session-memory / stream-window", EnvVars: env("SESSION_MEMORY")},
 		&cli.IntFlag{Name: "max-streams", Usage: "streams open at once on one session (default: session-memory / stream-window, 256); the server refuses more, the client opens another session", EnvVars: env("MAX_STREAMS")},
+		&cli.DurationFlag{Name: "keepalive", Usage: "ping the peer after this long without hearing from it (default 10s)", EnvVars: env("KEEPALIVE")},
+		&cli.DurationFlag{Name: "keepalive-timeout", Usage: "then close the session if nothing arrives for this much longer (default 15s): a vanished peer is found within keepalive + timeout", EnvVars: env("KEEPALIVE_TIMEOUT")},
+		&cli.DurationFlag{Name: "max-lifetime", Usage: "replace a session after this long so that peers authenticate again (default 0: only before the peer certificate expires)", EnvVars: env("MAX_LIFETIME")},
 		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once (0: one per CPU); 1 often costs less CPU per byte on a busy small host", EnvVars: env("GOMAXPROCS")},
 	)
 }
@@ -50,6 +53,9 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "allow-uri", Usage: "allow client certificates with this URI SAN (e.g. a SPIFFE ID)", EnvVars: env("ALLOW_URI")},
 			&cli.BoolFlag{Name: "allow-all", Usage: "allow every client certificate signed by --ca on \"default\"", EnvVars: env("ALLOW_ALL")},
 			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header (default 10s)", EnvVars: env("HEADER_TIMEOUT")},
+			&cli.DurationFlag{Name: "idle-timeout", Usage: "reset a stream in which no byte moved either way for this long (default 0: never)", EnvVars: env("IDLE_TIMEOUT")},
+			&cli.IntFlag{Name: "max-handshakes", Usage: "TLS handshakes in progress at once; more wait (default 256)", EnvVars: env("MAX_HANDSHAKES")},
+			&cli.IntFlag{Name: "max-sessions-per-client", Usage: "sessions one client identity may hold at once (default 64)", EnvVars: env("MAX_SESSIONS_PER_CLIENT")},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target (default 10s)", EnvVars: env("DIAL_TIMEOUT")},
 		),
 		OnUsageError: onUsageError,
@@ -132,8 +138,12 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 		DialTimeout:      durationFlag(c, "dial-timeout"),
 		HalfCloseTimeout: durationFlag(c, "half-close-timeout"),
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
+		IdleTimeout:      durationFlag(c, "idle-timeout"),
 		RecheckInterval:  c.Duration("recheck-interval"),
-		Session:          sess,
+
+		MaxHandshakes:      c.Int("max-handshakes"),
+		MaxSessionsPerPeer: c.Int("max-sessions-per-client"),
+		Session:            sess,
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))

@@ -17,7 +17,6 @@ type faultProxy struct {
 	rate int // bytes per second per direction; 0: unlimited
 
 	mu    sync.Mutex
-	holes bool
 	open  chan struct{} // closed while passing; replaced by blackhole
 	conns []net.Conn
 }

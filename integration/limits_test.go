@@ -78,7 +78,6 @@ func TestPoolGrowsPastFullSessions(t *testing.T) {
 		Sessions: 1,
 		Logger:   w.logs.logger("client"),
 	})[0]
-	var open []net.Conn
 	for i := range 5 {
 		c, err := net.Dial("tcp", local)
 		if err != nil {
@@ -90,7 +89,6 @@ func TestPoolGrowsPastFullSessions(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
 			t.Fatalf("connection %d: %v\n%s", i+1, err, w.logs.dump())
 		}
-		open = append(open, c)
 	}
 	if n := w.logs.count(msgAttr("session established", "agent", "client")); n != 3 {
 		t.Errorf("client established %d sessions for 5 streams at 2 per session, want 3", n)
@@ -128,4 +126,83 @@ func TestSessionBudgetValidation(t *testing.T) {
 	if got := (tunnel.SessionConfig{}).StreamCap(); got != 256 {
 		t.Errorf("default stream cap %d, want 1GiB / 4MiB = 256", got)
 	}
+}
+
+// TestSessionsPerClientIdentity: one identity cannot hold more sessions
+// than the server allows; the session beyond the limit is refused with a
+// log line, and another identity is not affected.
+func TestSessionsPerClientIdentity(t *testing.T) {
+	w := &world{logs: newLogSink(t)}
+	w.ca = certstest.New(t)
+	w.echoAddr = backend(t, echo)
+	w.serverAddr = startServer(t, server.Config{
+		TLS:                tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes:             map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
+		MaxSessionsPerPeer: 2,
+		Logger:             w.logs.logger("server"),
+	})
+	greedy := startClient(t, client.Config{
+		Server:   w.serverAddr,
+		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "greedy"), w.ca.Pool()), ServerName: "localhost"},
+		Routes:   []client.Route{{}},
+		Session:  tunnel.SessionConfig{MaxStreams: 1}, // a session per connection
+		Sessions: 1,
+		Logger:   w.logs.logger("client"),
+	})[0]
+	for range 2 {
+		connectedApp(t, greedy)
+	}
+	expectReset(t, greedy)
+	w.logs.waitFor(t, "third session refused", func(r record) bool {
+		return r.msg == "session refused" && r.attrs["peer"] == "CN=greedy" &&
+			strings.Contains(r.attrs["err"], "already has 2 sessions (limit 2)")
+	})
+	w.goodClient = w.client(t, w.ca.Client(t, "app"), "default")[0]
+	w.checkGood(t)
+}
+
+// TestSessionLifetime: a session past its lifetime takes no new streams
+// (new connections go to a fresh session, authenticated again), a stream
+// open across the deadline finishes within the grace period untouched,
+// and one that outlasts the grace is reset.
+func TestSessionLifetime(t *testing.T) {
+	w := &world{logs: newLogSink(t)}
+	w.ca = certstest.New(t)
+	w.echoAddr = backend(t, echo)
+	w.serverAddr = startServer(t, server.Config{
+		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
+		Session: tunnel.SessionConfig{MaxLifetime: 500 * time.Millisecond, LifetimeGrace: 2 * time.Second},
+		Logger:  w.logs.logger("server"),
+	})
+	local := startClient(t, client.Config{
+		Server:   w.serverAddr,
+		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
+		Routes:   []client.Route{{}},
+		Sessions: 1,
+		Logger:   w.logs.logger("client"),
+	})[0]
+	short := connectedApp(t, local) // finishes within the grace
+	long := connectedApp(t, local)  // outlasts it
+	// The server's GoAway has reached the client when a new connection
+	// gets a second session; try one every 50 ms until then (nothing
+	// observable marks the moment in between).
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for w.logs.count(msgAttr("session established", "agent", "client")) < 2 {
+		<-tick.C
+		connectedApp(t, local)
+	}
+	short.Write([]byte("after the lifetime"))
+	if _, err := io.ReadFull(short, make([]byte, 18)); err != nil {
+		t.Fatalf("a stream inside the grace period broke: %v", err)
+	}
+	short.(*net.TCPConn).CloseWrite()
+	if _, err := io.ReadAll(short); err != nil {
+		t.Fatalf("a stream inside the grace period did not end cleanly: %v", err)
+	}
+	expectResetOn(t, long)
+	w.logs.waitFor(t, "retired session closed", func(r record) bool {
+		return r.msg == "session ended" && r.attrs["agent"] == "server" && strings.Contains(r.attrs["reason"], "session lifetime exceeded")
+	})
 }

@@ -25,7 +25,13 @@ type Config struct {
 	HeaderTimeout    time.Duration // stream open to complete header; default 10 s
 	DialTimeout      time.Duration // connect to a target; default 10 s
 	HalfCloseTimeout time.Duration // see tunnel.JoinConfig; default 5 min
-	DrainTimeout     time.Duration // on shutdown, wait for open streams; default 30 s
+	IdleTimeout      time.Duration // see tunnel.JoinConfig; default 0, none
+	// MaxSessionsPerPeer caps the sessions one client identity may hold
+	// at once, so that one client (or a stolen key) cannot take every
+	// handshake slot and file descriptor. A client agent keeps a few and
+	// opens more only when every one carries its stream cap. Default 64.
+	MaxSessionsPerPeer int
+	DrainTimeout       time.Duration // on shutdown, wait for open streams; default 30 s
 	// RecheckInterval is how often open sessions' client certificates are
 	// verified again (revocation, expiry); default 30 s. Server.Recheck
 	// forces one at once.
@@ -74,6 +80,7 @@ func (c *Config) withDefaults() Config {
 	d := *c
 	d.HandshakeTimeout = cmp.Or(d.HandshakeTimeout, 10*time.Second)
 	d.MaxHandshakes = cmp.Or(d.MaxHandshakes, 256)
+	d.MaxSessionsPerPeer = cmp.Or(d.MaxSessionsPerPeer, 64)
 	d.HeaderTimeout = cmp.Or(d.HeaderTimeout, 10*time.Second)
 	d.DialTimeout = cmp.Or(d.DialTimeout, 10*time.Second)
 	d.HalfCloseTimeout = cmp.Or(d.HalfCloseTimeout, 5*time.Minute)

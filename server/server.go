@@ -25,6 +25,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*tunnel.Session]struct{}
+	perPeer  map[string]int // open sessions by peer identity
 	wg       sync.WaitGroup // connection and stream goroutines
 }
 
@@ -40,6 +41,7 @@ func New(cfg Config) (*Server, error) {
 		log:      c.Logger,
 		sem:      make(chan struct{}, c.MaxHandshakes),
 		sessions: make(map[*tunnel.Session]struct{}),
+		perPeer:  make(map[string]int),
 	}
 	s.guard = &tunnel.Guard{
 		Verify:   s.cfg.TLS.VerifyClient,
@@ -135,7 +137,8 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log := s.log.With("peer", tunnel.PeerID(sess.Peer), "remote", sess.Remote.String())
-	if !s.track(sess) {
+	if err := s.track(sess); err != nil {
+		log.Warn("session refused", "err", err)
 		sess.Close()
 		return
 	}
@@ -169,33 +172,48 @@ func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, log *s
 	}
 }
 
-// track registers a session for draining; false if the server is draining.
-func (s *Server) track(sess *tunnel.Session) bool {
+// errDraining refuses sessions that complete their handshake during a drain.
+var errDraining = errors.New("server is draining")
+
+// track registers a session for draining and counts it against its peer's
+// session limit.
+func (s *Server) track(sess *tunnel.Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions == nil {
-		return false
+		return errDraining
 	}
+	id := tunnel.PeerID(sess.Peer)
+	if n := s.perPeer[id]; n >= s.cfg.MaxSessionsPerPeer {
+		return fmt.Errorf("identity %s already has %d sessions (limit %d)", id, n, s.cfg.MaxSessionsPerPeer)
+	}
+	s.perPeer[id]++
 	s.sessions[sess] = struct{}{}
-	return true
+	return nil
 }
 
 func (s *Server) untrack(sess *tunnel.Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	id := tunnel.PeerID(sess.Peer)
+	if s.perPeer[id]--; s.perPeer[id] <= 0 {
+		delete(s.perPeer, id)
+	}
 	delete(s.sessions, sess)
 }
 
-// drain stops new streams with GoAway, waits up to DrainTimeout for the
+// drain stops new streams (StopStreams: GoAway), waits up to DrainTimeout for the
 // open ones, then closes every session.
 func (s *Server) drain() {
 	s.mu.Lock()
 	sessions := s.sessions
 	s.sessions = nil
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for sess := range sessions {
-		sess.GoAway()
+		wg.Go(sess.StopStreams)
 	}
+	wg.Wait()
 	s.waitStreams(sessions)
 	for sess := range sessions {
 		sess.Close()

@@ -31,7 +31,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 		log.Warn("stream ended", "result", "error", "err", err)
 		return
 	}
-	res := tunnel.Join(target, st, tunnel.JoinConfig{HalfCloseTimeout: s.cfg.HalfCloseTimeout})
+	res := tunnel.Join(target, st, tunnel.JoinConfig{HalfCloseTimeout: s.cfg.HalfCloseTimeout, IdleTimeout: s.cfg.IdleTimeout})
 	attrs := []any{"sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond)}
 	if res.Err != nil {
 		log.Warn("stream ended", append(attrs, "result", "reset", "err", res.Err)...)

@@ -25,14 +25,14 @@ const (
 // goes out in the same record.
 //
 // It also writes stream resets (RST frames), which yamux v0.1.2 has no API
-// for: sendRST slips one in between two of yamux's frames, never between a
+// for, and a GoAway that does not refuse streams already in flight: sendRST slips one in between two of yamux's frames, never between a
 // header and its body.
 type frameConn struct {
 	net.Conn
 	mu      sync.Mutex // yamux's send loop and sendRST
 	pending [yamuxHeaderSize]byte
-	waiting bool     // pending holds a data header whose body comes next
-	resets  []uint32 // RSTs to send once the frame in flight is complete
+	waiting bool   // pending holds a data header whose body comes next
+	queued  []byte // injected frames to send once the frame in flight is complete
 	buf     []byte
 	flush   func() error  // after each complete frame; nil: nothing to flush
 	reads   atomic.Uint64 // reads that returned data: the watchdog's proof of life
@@ -64,8 +64,8 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	if c.waiting {
 		c.waiting = false
 		n, err := c.writeWithHeader(p)
-		if err == nil && len(c.resets) > 0 {
-			err = c.flushResets()
+		if err == nil && len(c.queued) > 0 {
+			err = c.flushInjected()
 		}
 		return n, c.complete(err)
 	}
@@ -96,34 +96,49 @@ func (c *frameConn) writeWithHeader(body []byte) (int, error) {
 	return first + n, err
 }
 
-// yamux frame types and flags used for a reset (yamux spec.md).
+// yamux frame types and flags of the frames frameConn injects (yamux
+// spec.md).
 const (
 	yamuxTypeWindowUpdate = 1
+	yamuxTypeGoAway       = 3
 	yamuxFlagRST          = 0x8
+	yamuxGoAwayNormal     = 0
 )
 
 // sendRST sends a reset for stream id: the peer's stream ends at once with
 // ErrConnectionReset instead of a clean EOF.
 func (c *frameConn) sendRST(id uint32) error {
+	var h [yamuxHeaderSize]byte
+	h[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint32(h[4:8], id)
+	return c.inject(h)
+}
+
+// sendGoAway tells the peer to open no more streams, without yamux's own
+// GoAway, which also makes our side reset every stream the peer opened
+// before the GoAway reached it: those streams were in flight, and each
+// would be a failed connection for an app. With this one they are served.
+func (c *frameConn) sendGoAway() error {
+	var h [yamuxHeaderSize]byte
+	h[1] = yamuxTypeGoAway
+	binary.BigEndian.PutUint32(h[8:12], yamuxGoAwayNormal)
+	return c.inject(h)
+}
+
+// inject sends a header-only frame between two of yamux's frames.
+func (c *frameConn) inject(h [yamuxHeaderSize]byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.resets = append(c.resets, id)
+	c.queued = append(c.queued, h[:]...)
 	if c.waiting {
 		return nil // sent right after the body in flight
 	}
-	return c.flushResets()
+	return c.flushInjected()
 }
 
-func (c *frameConn) flushResets() error {
-	frames := make([]byte, 0, yamuxHeaderSize*len(c.resets))
-	for _, id := range c.resets {
-		var h [yamuxHeaderSize]byte
-		h[1] = yamuxTypeWindowUpdate
-		binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
-		binary.BigEndian.PutUint32(h[4:8], id)
-		frames = append(frames, h[:]...)
-	}
-	c.resets = c.resets[:0]
-	_, err := c.Conn.Write(frames)
+func (c *frameConn) flushInjected() error {
+	_, err := c.Conn.Write(c.queued)
+	c.queued = c.queued[:0]
 	return c.complete(err)
 }

@@ -78,6 +78,7 @@ func Join(local net.Conn, stream *Stream, cfg JoinConfig) JoinResult {
 	wg.Wait()
 	local.Close()
 	stream.Close()
+	stream.done()
 	return JoinResult{Sent: up.n.Load(), Received: down.n.Load(), Err: j.err}
 }
 
@@ -97,6 +98,12 @@ type joiner struct {
 // other end as a reset, never as a clean end of truncated data.
 func (j *joiner) abort(err error) {
 	j.abortOnce.Do(func() {
+		if !errors.Is(err, ErrSessionLost) && j.stream.Session().IsClosed() {
+			// Reads and writes of a dead session's streams fail with
+			// whatever woke them (wakeStreams' deadline, a reset): the
+			// cause is the session.
+			err = fmt.Errorf("%w (%w)", ErrSessionLost, err)
+		}
 		j.err = err
 		Reset(j.local)
 		j.stream.Reset()

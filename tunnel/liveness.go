@@ -50,6 +50,7 @@ func (w *watchdog) run(keepAlive, timeout time.Duration) {
 	for {
 		select {
 		case <-w.s.CloseChan():
+			w.s.wakeStreams()
 			return
 		case <-t.C:
 		}
@@ -98,8 +99,7 @@ func (s *Session) retire(lifetime, grace time.Duration) {
 		return
 	case <-st.C:
 	}
-	s.retired.Store(true)
-	s.GoAway()
+	s.StopStreams()
 	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
 	poll := time.NewTicker(min(grace/10+time.Millisecond, time.Second))
@@ -117,8 +117,25 @@ func (s *Session) retire(lifetime, grace time.Duration) {
 	s.closeWith(ErrLifetimeExceeded)
 }
 
-// Retired reports whether the session reached its lifetime and takes no new
-// streams.
+// StopStreams makes the session take no new streams while its open ones
+// go on: OpenStream refuses locally (so the client's pool dials a
+// replacement) and the peer is sent a GoAway, which makes its OpenStream
+// fail with ErrRemoteGoAway so it opens streams elsewhere at once. Streams
+// the peer opened before the GoAway reached it are still accepted, unlike
+// with yamux's Session.GoAway, which resets them (see frameConn).
+//
+// It returns after a ping round trip (bounded by WriteTimeout): the peer
+// answers the ping after it has read the GoAway, and frames arrive in
+// order, so by then the streams it opened before are in NumStreams and a
+// drain that waits for NumStreams to reach zero does not miss them.
+func (s *Session) StopStreams() {
+	if s.retired.CompareAndSwap(false, true) {
+		s.conn.sendGoAway()
+	}
+	s.Ping()
+}
+
+// Retired reports whether the session takes no new streams (StopStreams).
 func (s *Session) Retired() bool { return s.retired.Load() }
 
 // closeWith closes the session and records why, for Cause.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,9 @@ func (c SessionConfig) StreamCap() int {
 func (c SessionConfig) Validate() error {
 	if c.MaxStreams < 0 || c.MemoryBudget < 0 {
 		return errors.New("max streams and session memory must not be negative")
+	}
+	if c.KeepAlive < 0 || c.KeepAliveTimeout < 0 || c.MaxLifetime < 0 || c.LifetimeGrace < 0 {
+		return errors.New("keepalive, keepalive timeout, max lifetime and drain grace must not be negative")
 	}
 	if c.Window() < 256<<10 {
 		return fmt.Errorf("stream window %d: yamux needs at least 256 KiB", c.Window())
@@ -177,6 +181,9 @@ type Session struct {
 	conn        *frameConn
 	retired     atomic.Bool           // past MaxLifetime: no new streams
 	cause       atomic.Pointer[error] // why we closed it, if we did
+
+	mu   sync.Mutex
+	live map[*Stream]struct{} // streams not yet finished, for wakeStreams
 }
 
 // Stream is one tunnelled connection: a yamux stream that can also be
@@ -184,6 +191,50 @@ type Session struct {
 type Stream struct {
 	*yamux.Stream
 	conn *frameConn // nil: Reset can only close
+	sess *Session   // nil in tests that build streams by hand
+}
+
+// done marks the stream finished: it no longer needs waking when the
+// session dies.
+func (s *Stream) done() {
+	if s.sess != nil {
+		s.sess.mu.Lock()
+		delete(s.sess.live, s)
+		s.sess.mu.Unlock()
+	}
+}
+
+// track registers a new stream so that wakeStreams can reach it.
+func (s *Session) track(st *yamux.Stream) *Stream {
+	w := &Stream{Stream: st, conn: s.conn, sess: s}
+	s.mu.Lock()
+	if s.live == nil {
+		s.live = make(map[*Stream]struct{})
+	}
+	s.live[w] = struct{}{}
+	s.mu.Unlock()
+	return w
+}
+
+// wakeStreams makes every blocked Read and Write of the session's streams
+// return once the session is closed. yamux v0.1.2 does not: a stream
+// blocked in Read or Write when the session shuts down spins on the closed
+// shutdown channel until Session.Close reaches it in its forceClose loop,
+// which with hundreds of streams blocked took the closing goroutine tens of
+// seconds to get through on two cores (hashicorp/yamux#176, open). An
+// expired deadline is another ready case in that select, so each spinning
+// call returns within a few rounds.
+func (s *Session) wakeStreams() {
+	s.mu.Lock()
+	streams := make([]*Stream, 0, len(s.live))
+	for st := range s.live {
+		streams = append(streams, st)
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	for _, st := range streams {
+		st.SetDeadline(now)
+	}
 }
 
 // Reset ends the stream abruptly: the peer sees ErrConnectionReset, so its
@@ -195,6 +246,7 @@ func (s *Stream) Reset() {
 		s.conn.sendRST(s.StreamID())
 	}
 	s.Stream.Close()
+	s.done()
 }
 
 // Finish closes our side of a stream that will not be joined (a refused
@@ -207,6 +259,7 @@ func (s *Stream) Finish(timeout time.Duration) {
 	if _, err := io.Copy(io.Discard, struct{ io.Reader }{s.Stream}); err != nil {
 		s.Reset() // reset by the peer, or it never ended its side
 	}
+	s.done()
 }
 
 // OpenStream opens a stream (client side). A retired session refuses, the
@@ -219,7 +272,7 @@ func (s *Session) OpenStream() (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{Stream: st, conn: s.conn}, nil
+	return s.track(st), nil
 }
 
 // AcceptStream accepts the next stream (server side).
@@ -228,7 +281,7 @@ func (s *Session) AcceptStream() (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{Stream: st, conn: s.conn}, nil
+	return s.track(st), nil
 }
 
 // Cause returns the error that ended the session, or nil while it is open
