@@ -23,20 +23,34 @@ const (
 // frame (FIELD-NOTES). Here the header waits for the body's first Write and
 // goes out in the same record.
 //
-// It also writes stream resets (RST frames), which yamux v0.1.2 has no API
-// for: sendRST slips one in between two of yamux's frames, never between a
-// header and its body.
+// It also writes control frames that yamux v0.1.2 has no API for: stream
+// resets (RST) and a GoAway that does not make yamux refuse incoming
+// streams (see Session.GoAway). They slip in between two of yamux's frames,
+// never between a header and its body.
+//
+// On the read side it follows the frame boundaries of what yamux reads and
+// reports the peer's GoAway at once (yamux only records it), so the pool
+// stops using a draining session before it tries to open a stream there.
 type frameConn struct {
 	net.Conn
-	mu      sync.Mutex // yamux's send loop and sendRST
+	mu      sync.Mutex // yamux's send loop and the control frames
 	pending [yamuxHeaderSize]byte
-	waiting bool     // pending holds a data header whose body comes next
-	resets  []uint32 // RSTs to send once the frame in flight is complete
+	waiting bool   // pending holds a data header whose body comes next
+	control []byte // control frames to send once the frame in flight is complete
 	buf     []byte
 	flush   func() error // after each complete frame; nil: nothing to flush
+
+	// Read side, used only by yamux's receive loop.
+	rhdr   [yamuxHeaderSize]byte
+	rn     int    // bytes of rhdr filled
+	rbody  uint32 // bytes of a data frame's body still to pass
+	goAway chan struct{}
+	gone   bool // goAway is closed
 }
 
-func newFrameConn(c net.Conn) *frameConn { return &frameConn{Conn: c} }
+func newFrameConn(c net.Conn) *frameConn {
+	return &frameConn{Conn: c, goAway: make(chan struct{})}
+}
 
 // complete is called when a whole frame has been written.
 func (c *frameConn) complete(err error) error {
@@ -52,8 +66,8 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	if c.waiting {
 		c.waiting = false
 		n, err := c.writeWithHeader(p)
-		if err == nil && len(c.resets) > 0 {
-			err = c.flushResets()
+		if err == nil && len(c.control) > 0 {
+			err = c.flushControl()
 		}
 		return n, c.complete(err)
 	}
@@ -84,34 +98,82 @@ func (c *frameConn) writeWithHeader(body []byte) (int, error) {
 	return first + n, err
 }
 
-// yamux frame types and flags used for a reset (yamux spec.md).
+// yamux frame types, flags and GoAway codes used here (yamux spec.md).
 const (
 	yamuxTypeWindowUpdate = 1
+	yamuxTypeGoAway       = 3
 	yamuxFlagRST          = 0x8
+	yamuxGoAwayNormal     = 0
 )
 
 // sendRST sends a reset for stream id: the peer's stream ends at once with
 // ErrConnectionReset instead of a clean EOF.
 func (c *frameConn) sendRST(id uint32) error {
+	var h [yamuxHeaderSize]byte
+	h[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint32(h[4:8], id)
+	return c.sendControl(h)
+}
+
+// sendGoAway sends a normal GoAway: the peer opens no more streams.
+func (c *frameConn) sendGoAway() error {
+	var h [yamuxHeaderSize]byte
+	h[1] = yamuxTypeGoAway
+	binary.BigEndian.PutUint32(h[8:12], yamuxGoAwayNormal)
+	return c.sendControl(h)
+}
+
+func (c *frameConn) sendControl(h [yamuxHeaderSize]byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.resets = append(c.resets, id)
+	c.control = append(c.control, h[:]...)
 	if c.waiting {
 		return nil // sent right after the body in flight
 	}
-	return c.flushResets()
+	return c.flushControl()
 }
 
-func (c *frameConn) flushResets() error {
-	frames := make([]byte, 0, yamuxHeaderSize*len(c.resets))
-	for _, id := range c.resets {
-		var h [yamuxHeaderSize]byte
-		h[1] = yamuxTypeWindowUpdate
-		binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
-		binary.BigEndian.PutUint32(h[4:8], id)
-		frames = append(frames, h[:]...)
-	}
-	c.resets = c.resets[:0]
-	_, err := c.Conn.Write(frames)
+func (c *frameConn) flushControl() error {
+	_, err := c.Conn.Write(c.control)
+	c.control = c.control[:0]
 	return c.complete(err)
+}
+
+// Read passes yamux's reads through and watches the frames go by for the
+// peer's GoAway.
+func (c *frameConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.scan(p[:n])
+	return n, err
+}
+
+// scan follows frame boundaries: a 12-byte header, then a body for data
+// frames only (for the other types the length field is a value).
+func (c *frameConn) scan(b []byte) {
+	for len(b) > 0 {
+		if c.rbody > 0 {
+			if uint64(len(b)) <= uint64(c.rbody) {
+				c.rbody -= uint32(len(b))
+				return
+			}
+			b, c.rbody = b[c.rbody:], 0
+		}
+		k := copy(c.rhdr[c.rn:], b)
+		b, c.rn = b[k:], c.rn+k
+		if c.rn < yamuxHeaderSize {
+			return
+		}
+		c.rn = 0
+		length := binary.BigEndian.Uint32(c.rhdr[8:12])
+		switch c.rhdr[1] {
+		case yamuxTypeData:
+			c.rbody = length
+		case yamuxTypeGoAway:
+			if length == yamuxGoAwayNormal && !c.gone {
+				c.gone = true
+				close(c.goAway)
+			}
+		}
+	}
 }

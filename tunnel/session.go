@@ -152,6 +152,7 @@ type Session struct {
 	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
 	Staple      []byte              // the OCSP response the peer stapled, if any
 	Remote      net.Addr
+	Server      string // client side: the server address it was dialled at
 	Established time.Time
 	RTT         time.Duration // client side: the round trip of the confirming ping
 	conn        *frameConn
@@ -186,6 +187,23 @@ func (s *Stream) Finish(timeout time.Duration) {
 		s.Reset() // reset by the peer, or it never ended its side
 	}
 }
+
+// GoAway tells the peer to open no more streams on this session. It
+// replaces yamux's GoAway, which also makes yamux reset every stream that
+// arrives afterwards (yamux v0.1.2 session.go, incomingStream): a stream
+// the peer opened just before the GoAway reached it would then fail during
+// a graceful drain. Here such a stream is
+// still accepted and served; see "Drain" in doc.go for how the session then
+// ends without a race.
+func (s *Session) GoAway() error {
+	if err := s.conn.sendGoAway(); err != nil {
+		return fmt.Errorf("send goaway: %w", err)
+	}
+	return nil
+}
+
+// RemoteGoAway is closed when the peer's GoAway arrives.
+func (s *Session) RemoteGoAway() <-chan struct{} { return s.conn.goAway }
 
 // OpenStream opens a stream (client side).
 func (s *Session) OpenStream() (*Stream, error) {
@@ -271,6 +289,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("confirm session with %s: %w", d.Address, err)
 	}
 	s.RTT = rtt
+	s.Server = d.Address
 	return s, nil
 }
 
