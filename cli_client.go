@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mtunnel/mtunnel/client"
+	"github.com/mtunnel/mtunnel/tunnel"
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,11 +17,12 @@ func clientCommand() *cli.Command {
 		Flags: append(append(tlsFlags(), verifyFlags()...),
 			&cli.BoolFlag{Name: "legacy-cn", Usage: "accept a server certificate without any SAN whose common name matches --server-name (logged)", EnvVars: env("LEGACY_CN")},
 			&cli.StringFlag{Name: "listen", Usage: "local listen `ADDR`, e.g. 127.0.0.1:15432", EnvVars: env("LISTEN")},
-			&cli.StringFlag{Name: "server", Usage: "server agent `HOST:PORT`", EnvVars: env("SERVER")},
-			&cli.StringFlag{Name: "server-name", Usage: "name the server certificate must carry (default: host of --server)", EnvVars: env("SERVER_NAME")},
+			&cli.StringSliceFlag{Name: "server", Usage: "server agent `HOST:PORT`; repeat it for several servers serving the same routes (MTUNNEL_SERVER: comma-separated)", EnvVars: env("SERVER")},
+			&cli.StringFlag{Name: "server-name", Usage: "name every server certificate must carry (default: the host of each --server)", EnvVars: env("SERVER_NAME")},
 			&cli.StringFlag{Name: "route", Value: "default", Usage: "route `NAME` on the server for --listen", EnvVars: env("ROUTE")},
 			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded (default: CPUs, at least 2)", EnvVars: env("SESSIONS")},
 			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset (default 10s)", EnvVars: env("CONNECT_WAIT")},
+			&cli.DurationFlag{Name: "reconnect-max", Usage: "longest delay between redials of a server that is down (default 30s; waiting connections cut it to 1s)", EnvVars: env("RECONNECT_MAX")},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -77,9 +79,9 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 	if err != nil {
 		return fail(err)
 	}
-	srv := pick(c, "server", f.Server, file, "server")
-	if srv.value == "" {
-		return fail(configErrorf("%s is required", srv.source))
+	servers, err := pickServers(c, f, file)
+	if err != nil {
+		return fail(err)
 	}
 	var routes []client.Route
 	for _, r := range f.Routes {
@@ -107,7 +109,7 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 	tl.policy.ServerName = pick(c, "server-name", f.TLS.ServerName, file, "tls.server_name").value
 	tl.policy.LegacyCN = c.Bool("legacy-cn") || (!c.IsSet("legacy-cn") && f.TLS.LegacyCN)
 	cfg := client.Config{
-		Server:           srv.value,
+		Servers:          servers,
 		TLS:              tl.policy,
 		Routes:           routes,
 		Sessions:         c.Int("sessions"),
@@ -117,9 +119,28 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 		DrainTimeout:     durationFlag(c, "drain-timeout"),
 		RecheckInterval:  c.Duration("recheck-interval"),
 		Session:          sess,
+		Reconnect:        tunnel.Reconnect{Max: durationFlag(c, "reconnect-max")},
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
 	return cfg, tl, nil
+}
+
+// pickServers resolves the server list: --server (or MTUNNEL_SERVER) if
+// set, else the file's servers, or its server for just one.
+func pickServers(c *cli.Context, f clientFile, file string) ([]string, error) {
+	switch {
+	case c.IsSet("server"):
+		return c.StringSlice("server"), nil
+	case f.Server != "" && len(f.Servers) > 0:
+		return nil, configErrorf("%s: give server (one) or servers (a list), not both", file)
+	case f.Server != "":
+		return []string{f.Server}, nil
+	case len(f.Servers) > 0:
+		return f.Servers, nil
+	case file != "":
+		return nil, configErrorf("%s: server or servers is required (or --server)", file)
+	}
+	return nil, configErrorf("--server is required")
 }

@@ -50,9 +50,10 @@ type serverFileRoute struct {
 }
 
 type clientFile struct {
-	Server string            `yaml:"server"`
-	TLS    fileTLS           `yaml:"tls"`
-	Routes []clientFileRoute `yaml:"routes"`
+	Server  string            `yaml:"server"`  // one server
+	Servers []string          `yaml:"servers"` // or several, serving the same routes
+	TLS     fileTLS           `yaml:"tls"`
+	Routes  []clientFileRoute `yaml:"routes"`
 }
 
 type clientFileRoute struct {

@@ -276,6 +276,8 @@ func TestClientConfig(t *testing.T) {
 	file := writeFile(t, p.dir, "client.yaml", clientYAML)
 	// With one route in the file, --listen and --route override its fields.
 	one := writeFile(t, p.dir, "client1.yaml", strings.Replace(clientYAML, "  - listen: 127.0.0.1:18080\n", "", 1))
+	several := writeFile(t, p.dir, "client-several.yaml", strings.Replace(clientYAML, "server: tunnel.example.com:8443\n",
+		"servers:\n  - tunnel-a.example.com:8443\n  - tunnel-b.example.com:8443\n", 1))
 	envCert, envKey := p.pair("client-env")
 	yamlRoutes := []client.Route{{Listen: "127.0.0.1:15432", Route: "db"}, {Listen: "127.0.0.1:18080"}}
 	tests := []struct {
@@ -283,16 +285,17 @@ func TestClientConfig(t *testing.T) {
 		env  map[string]string
 		args []string
 
-		wantServer     string
+		wantServers    []string
 		wantServerName string
 		wantRoutes     []client.Route
 		wantCN         string
 		wantMin        uint16
 		wantSessions   int
+		wantReconnect  time.Duration
 	}{{
 		name:           "file only",
 		args:           []string{"--config", file},
-		wantServer:     "tunnel.example.com:8443",
+		wantServers:    []string{"tunnel.example.com:8443"},
 		wantServerName: "file.example.com",
 		wantRoutes:     yamlRoutes,
 		wantCN:         "client-file",
@@ -300,13 +303,14 @@ func TestClientConfig(t *testing.T) {
 	}, {
 		name: "flags override file",
 		args: append([]string{"--config", one, "--server", "flag.example.com:1", "--server-name", "flag.example.com",
-			"--listen", "127.0.0.1:7000", "--tls-min", "1.3", "--sessions", "2"}, p.flags("client-flag")...),
-		wantServer:     "flag.example.com:1",
+			"--listen", "127.0.0.1:7000", "--tls-min", "1.3", "--sessions", "2", "--reconnect-max", "5s"}, p.flags("client-flag")...),
+		wantServers:    []string{"flag.example.com:1"},
 		wantServerName: "flag.example.com",
 		wantRoutes:     []client.Route{{Listen: "127.0.0.1:7000", Route: "db"}}, // the file's route name stays
 		wantCN:         "client-flag",
 		wantMin:        tls.VersionTLS13,
 		wantSessions:   2,
+		wantReconnect:  5 * time.Second,
 	}, {
 		name: "env overrides file",
 		env: map[string]string{
@@ -314,7 +318,7 @@ func TestClientConfig(t *testing.T) {
 			"MTUNNEL_LISTEN": "127.0.0.1:7001", "MTUNNEL_ROUTE": "web", "MTUNNEL_TLS_MIN": "1.3",
 			"MTUNNEL_CERT": envCert, "MTUNNEL_KEY": envKey, "MTUNNEL_SESSIONS": "3",
 		},
-		wantServer:     "env.example.com:2",
+		wantServers:    []string{"env.example.com:2"},
 		wantServerName: "env.example.com",
 		wantRoutes:     []client.Route{{Listen: "127.0.0.1:7001", Route: "web"}},
 		wantCN:         "client-env",
@@ -329,7 +333,7 @@ func TestClientConfig(t *testing.T) {
 		},
 		args: append([]string{"--server", "flag.example.com:1", "--server-name", "flag.example.com",
 			"--listen", "127.0.0.1:7002", "--route", "api", "--tls-min", "1.2", "--sessions", "4"}, p.flags("client-flag")...),
-		wantServer:     "flag.example.com:1",
+		wantServers:    []string{"flag.example.com:1"},
 		wantServerName: "flag.example.com",
 		wantRoutes:     []client.Route{{Listen: "127.0.0.1:7002", Route: "api"}},
 		wantCN:         "client-flag",
@@ -338,12 +342,36 @@ func TestClientConfig(t *testing.T) {
 	}, {
 		// No --server-name: left empty so that client.Config applies its
 		// default, the host of Server (see TestClientServerNameDefault).
-		name:       "flags only, defaults",
-		args:       append([]string{"--server", "tunnel.example.com:8443", "--listen", "127.0.0.1:7003"}, p.flags("client-flag")...),
-		wantServer: "tunnel.example.com:8443",
-		wantRoutes: []client.Route{{Listen: "127.0.0.1:7003", Route: "default"}},
-		wantCN:     "client-flag",
-		wantMin:    tls.VersionTLS13,
+		name:        "flags only, defaults",
+		args:        append([]string{"--server", "tunnel.example.com:8443", "--listen", "127.0.0.1:7003"}, p.flags("client-flag")...),
+		wantServers: []string{"tunnel.example.com:8443"},
+		wantRoutes:  []client.Route{{Listen: "127.0.0.1:7003", Route: "default"}},
+		wantCN:      "client-flag",
+		wantMin:     tls.VersionTLS13,
+	}, {
+		name:           "several servers from flags, over the file's",
+		args:           append([]string{"--config", several, "--server", "a.example.com:1", "--server", "b.example.com:2"}, p.flags("client-flag")...),
+		wantServers:    []string{"a.example.com:1", "b.example.com:2"},
+		wantServerName: "file.example.com",
+		wantRoutes:     yamlRoutes,
+		wantCN:         "client-flag",
+		wantMin:        tls.VersionTLS12,
+	}, {
+		name:        "several servers from the environment",
+		env:         map[string]string{"MTUNNEL_SERVER": "a.example.com:1,b.example.com:2"},
+		args:        append([]string{"--listen", "127.0.0.1:7004"}, p.flags("client-flag")...),
+		wantServers: []string{"a.example.com:1", "b.example.com:2"},
+		wantRoutes:  []client.Route{{Listen: "127.0.0.1:7004", Route: "default"}},
+		wantCN:      "client-flag",
+		wantMin:     tls.VersionTLS13,
+	}, {
+		name:           "several servers in the file",
+		args:           []string{"--config", several},
+		wantServers:    []string{"tunnel-a.example.com:8443", "tunnel-b.example.com:8443"},
+		wantServerName: "file.example.com",
+		wantRoutes:     yamlRoutes,
+		wantCN:         "client-file",
+		wantMin:        tls.VersionTLS12,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,8 +382,8 @@ func TestClientConfig(t *testing.T) {
 			if err != nil {
 				t.Fatalf("clientConfig: %v", err)
 			}
-			if cfg.Server != tt.wantServer {
-				t.Errorf("Server = %q, want %q", cfg.Server, tt.wantServer)
+			if !slices.Equal(cfg.Servers, tt.wantServers) {
+				t.Errorf("Servers = %q, want %q", cfg.Servers, tt.wantServers)
 			}
 			if cfg.TLS.ServerName != tt.wantServerName {
 				t.Errorf("TLS.ServerName = %q, want %q", cfg.TLS.ServerName, tt.wantServerName)
@@ -371,6 +399,9 @@ func TestClientConfig(t *testing.T) {
 			}
 			if cfg.Sessions != tt.wantSessions {
 				t.Errorf("Sessions = %d, want %d", cfg.Sessions, tt.wantSessions)
+			}
+			if cfg.Reconnect.Max != tt.wantReconnect {
+				t.Errorf("Reconnect.Max = %v, want %v", cfg.Reconnect.Max, tt.wantReconnect)
 			}
 		})
 	}
@@ -395,8 +426,7 @@ func TestClientServerNameDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := cl.Listen()
-	if err != nil {
+	if _, err := cl.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -409,12 +439,7 @@ func TestClientServerNameDefault(t *testing.T) {
 		}
 	}()
 
-	// An app connection makes the client dial the server.
-	app, err := net.Dial("tcp", addrs[0].String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+	// Serve dials the server at once, before any app connects.
 	conn, err := srv.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -504,6 +529,8 @@ func TestConfigErrors(t *testing.T) {
 	empty := writeFile(t, p.dir, "empty.yaml", "")
 	notYAML := writeFile(t, p.dir, "list.yaml", "- listen: :1\n")
 	twoRoutes := writeFile(t, p.dir, "two-routes.yaml", clientYAML)
+	bothServerKeys := writeFile(t, p.dir, "both-server-keys.yaml", "servers: [a:1, b:1]\n"+clientYAML)
+	noServer := writeFile(t, p.dir, "no-server.yaml", strings.Replace(clientYAML, "server: tunnel.example.com:8443\n", "", 1))
 
 	tests := []struct {
 		name string
@@ -527,6 +554,10 @@ func TestConfigErrors(t *testing.T) {
 		{"file route allows nobody", nil, append([]string{"server", "--config", nobody}, srvFlags...), []string{`route "db" allows nobody`, nobody}},
 		{"server without route", nil, append([]string{"server"}, srvFlags...), []string{"no route"}},
 		{"client without server", nil, append([]string{"client"}, cliFlags...), []string{"--server is required"}},
+		{"file without server", nil, []string{"client", "--config", noServer}, []string{noServer + ": server or servers is required"}},
+		{"server and servers in the file", nil, []string{"client", "--config", bothServerKeys}, []string{bothServerKeys, "not both"}},
+		{"same server twice", nil, slices.Concat([]string{"client", "--listen", "127.0.0.1:0", "--server", "a:1", "--server", "a:1"}, cliFlags), []string{"server a:1 given twice"}},
+		{"negative reconnect-max", nil, slices.Concat([]string{"client", "--listen", "127.0.0.1:0", "--server", "a:1", "--reconnect-max", "-1s"}, cliFlags), []string{"reconnect delays must not be negative"}},
 		{"client without key", nil, []string{"client", "--server", "localhost:1", "--cert", p.ca, "--ca", p.ca}, []string{"--key is required"}},
 		{"server certificate as client", nil, append([]string{"client", "--server", "localhost:1"}, srvFlags...), []string{"--cert"}},
 		{"stray server argument", nil, slices.Concat([]string{"server", "--target", "db:1"}, srvFlags, []string{"extra", "--allow-all"}), []string{`unexpected argument "extra"`}},

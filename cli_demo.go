@@ -113,10 +113,10 @@ func startDemo(ctx context.Context, log *slog.Logger, listen string) (*demo, err
 	}
 	d.goRun(func() error { return srv.Serve(ctx) })
 	cl, err := client.New(client.Config{
-		Server: d.serverAddr.String(),
-		TLS:    tunnel.TLSPolicy{Credentials: static(clientCreds), ServerName: "localhost"},
-		Routes: []client.Route{{Listen: listen}},
-		Logger: log.With("agent", "client"),
+		Servers: []string{d.serverAddr.String()},
+		TLS:     tunnel.TLSPolicy{Credentials: static(clientCreds), ServerName: "localhost"},
+		Routes:  []client.Route{{Listen: listen}},
+		Logger:  log.With("agent", "client"),
 	})
 	var addrs []net.Addr
 	if err == nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +31,20 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
+	policies := map[string]*tunnel.TLSPolicy{}
+	var dialers []*tunnel.Dialer
+	for _, srv := range c.Servers {
+		policy := c.serverPolicy(srv)
+		policies[srv] = &policy
+		dialers = append(dialers, &tunnel.Dialer{
+			Address:          srv,
+			TLS:              policy.ClientConfig(),
+			Session:          c.Session,
+			HandshakeTimeout: c.HandshakeTimeout,
+		})
+	}
 	guard := &tunnel.Guard{
-		Verify:   c.TLS.VerifyServer,
+		Verify:   func(s *tunnel.Session) error { return policies[s.Server].VerifyServer(s) },
 		Interval: c.RecheckInterval,
 		Logger:   c.Logger,
 	}
@@ -40,15 +53,11 @@ func New(cfg Config) (*Client, error) {
 		log:   c.Logger,
 		guard: guard,
 		pool: &tunnel.Pool{
-			Dialer: &tunnel.Dialer{
-				Address:          c.Server,
-				TLS:              c.TLS.ClientConfig(),
-				Session:          c.Session,
-				HandshakeTimeout: c.HandshakeTimeout,
-			},
-			Size:   c.Sessions,
-			Logger: c.Logger,
-			Guard:  guard,
+			Dialers:   dialers,
+			Size:      c.Sessions,
+			Reconnect: c.Reconnect,
+			Logger:    c.Logger,
+			Guard:     guard,
 		},
 	}, nil
 }
@@ -65,7 +74,7 @@ func (c *Client) Listen() ([]net.Addr, error) {
 		}
 		c.listeners = append(c.listeners, ln)
 		addrs = append(addrs, ln.Addr())
-		c.log.Info("listening", "addr", ln.Addr().String(), "route", r.Route, "server", c.cfg.Server)
+		c.log.Info("listening", "addr", ln.Addr().String(), "route", r.Route, "servers", strings.Join(c.cfg.Servers, ","))
 	}
 	return addrs, nil
 }
@@ -74,6 +83,29 @@ func (c *Client) closeListeners() {
 	for _, ln := range c.listeners {
 		ln.Close()
 	}
+}
+
+// Ready reports whether a new app connection would get a session now
+// (some server has a usable one), and the state of every server: "up",
+// "down: draining", "down: connecting" (no dial has ended yet) or
+// "down: " and the reason and error of the last failed dial.
+func (c *Client) Ready() (bool, map[string]string) {
+	ready := false
+	servers := map[string]string{}
+	for _, st := range c.pool.Status() {
+		switch {
+		case st.Sessions > 0:
+			ready = true
+			servers[st.Address] = "up"
+		case st.Draining > 0:
+			servers[st.Address] = "down: draining"
+		case st.LastErr != nil:
+			servers[st.Address] = fmt.Sprintf("down: %s (%d failed dials): %v", tunnel.Classify(st.LastErr), st.Failures, st.LastErr)
+		default:
+			servers[st.Address] = "down: connecting"
+		}
+	}
+	return ready, servers
 }
 
 // Recheck verifies the server certificate of every open session again now
@@ -88,13 +120,15 @@ func (c *Client) Run(ctx context.Context) error {
 	return c.Serve(ctx)
 }
 
-// Serve accepts app connections until ctx is done. Then it stops listening,
-// lets open connections finish for up to DrainTimeout, closes the sessions
-// (the remaining apps get resets) and returns when all goroutines ended.
+// Serve dials the servers and accepts app connections until ctx is done.
+// Then it stops listening, lets open connections finish for up to
+// DrainTimeout, closes the sessions (the remaining apps get resets) and
+// returns when all goroutines ended.
 func (c *Client) Serve(ctx context.Context) error {
 	if len(c.listeners) == 0 {
 		return errors.New("client: Serve before Listen")
 	}
+	c.pool.Start()
 	conns := &connSet{m: map[net.Conn]struct{}{}}
 	c.wg.Add(1)
 	go func() {
@@ -149,10 +183,11 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	cancel()
 	if err != nil {
 		tunnel.Reset(app)
-		log.Error("stream open failed: resetting app connection", "err", err)
+		c.logOpenFailed(log, err)
 		return
 	}
-	log = log.With("peer", tunnel.PeerID(sess.Peer), "stream", st.StreamID())
+	defer c.pool.Release(sess)
+	log = log.With("server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "stream", st.StreamID())
 	hdr, err := tunnel.AppendRequest(nil, route)
 	if err == nil {
 		_, err = st.Write(hdr)
@@ -181,6 +216,19 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	default:
 		log.Info("stream ended", append(attrs, "result", "ok")...)
 	}
+}
+
+func (c *Client) logOpenFailed(log *slog.Logger, err error) {
+	var ns *tunnel.NoSessionError
+	if !errors.As(err, &ns) {
+		log.Error("stream open failed: resetting app connection", "err", err)
+		return
+	}
+	attrs := []any{"servers", strings.Join(ns.Servers, ","), "waited", ns.Waited.Round(time.Millisecond), "refused", ns.Refused}
+	if ns.Last != nil {
+		attrs = append(attrs, "last_dial_error", ns.Last.Error(), "reason", tunnel.Classify(ns.Last))
+	}
+	log.Error("no session: resetting app connection", attrs...)
 }
 
 // RefusedError is a stream the server agent did not accept.

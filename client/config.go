@@ -16,18 +16,30 @@ import (
 // Config is the client agent's configuration. Zero durations take the
 // defaults documented on each field.
 type Config struct {
-	Server string           // host:port of the server agent
-	TLS    tunnel.TLSPolicy // ServerName defaults to the host of Server
-	Routes []Route          // at least one
+	// Servers are the server agents (host:port), at least one. They must
+	// all serve the same routes: each stream goes to the least loaded
+	// session of any server that is up and not draining.
+	Servers []string
+	// TLS is the policy for every server. When ServerName is empty, each
+	// server's certificate must name that server's own host.
+	TLS    tunnel.TLSPolicy
+	Routes []Route // at least one
 
 	Session tunnel.SessionConfig
-	// Sessions is how many sessions are kept to the server; streams go to
+	// Sessions is how many sessions are kept to each server; streams go to
 	// the least loaded. More than one lets TLS use more than one core and
 	// keeps one bulk stream from delaying the others behind it in one
 	// connection. Default: the number of CPUs, at least 2.
 	Sessions         int
 	HandshakeTimeout time.Duration // dial + TLS + confirming ping; default 10 s
-	ConnectWait      time.Duration // how long an app connection waits for a session; default 10 s
+	// ConnectWait is how long an app connection waits for a session when
+	// no server has a usable one (down, restarting, draining) before it is
+	// reset. It is reset at once when every server refused the session in
+	// the TLS handshake, which waiting does not mend. Default 10 s.
+	ConnectWait time.Duration
+	// Reconnect tunes the redials of a server that failed (backoff from
+	// 200 ms to 30 s with full jitter; see tunnel.Reconnect).
+	Reconnect        tunnel.Reconnect
 	HeaderTimeout    time.Duration // wait for the server's answer to a stream; default 10 s
 	HalfCloseTimeout time.Duration // see tunnel.JoinConfig; default 5 min
 	DrainTimeout     time.Duration // on shutdown, wait for open streams; default 30 s
@@ -44,8 +56,19 @@ type Route struct {
 
 // Validate checks the configuration without touching the network.
 func (c *Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Server); err != nil {
-		return fmt.Errorf("client: server address %q: %w", c.Server, err)
+	if len(c.Servers) == 0 {
+		return errors.New("client: no server address")
+	}
+	for i, srv := range c.Servers {
+		if _, _, err := net.SplitHostPort(srv); err != nil {
+			return fmt.Errorf("client: server address %q: %w", srv, err)
+		}
+		if slices.Contains(c.Servers[:i], srv) {
+			return fmt.Errorf("client: server %s given twice", srv)
+		}
+	}
+	if err := c.Reconnect.Validate(); err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	if err := c.TLS.Validate(); err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -74,9 +97,7 @@ func (c *Config) Validate() error {
 
 func (c *Config) withDefaults() Config {
 	d := *c
-	if d.TLS.ServerName == "" {
-		d.TLS.ServerName, _, _ = net.SplitHostPort(d.Server)
-	}
+	d.Servers = slices.Clone(c.Servers)
 	d.Sessions = cmp.Or(d.Sessions, max(2, runtime.NumCPU()))
 	d.ConnectWait = cmp.Or(d.ConnectWait, 10*time.Second)
 	d.HeaderTimeout = cmp.Or(d.HeaderTimeout, 10*time.Second)
@@ -90,4 +111,14 @@ func (c *Config) withDefaults() Config {
 		d.Routes[i].Route = cmp.Or(d.Routes[i].Route, "default")
 	}
 	return d
+}
+
+// serverPolicy is the TLS policy for one server: ServerName, if not set,
+// is the server's own host.
+func (c *Config) serverPolicy(server string) tunnel.TLSPolicy {
+	p := c.TLS
+	if p.ServerName == "" {
+		p.ServerName, _, _ = net.SplitHostPort(server)
+	}
+	return p
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mtunnel/mtunnel/tunnel"
 	"go.uber.org/goleak"
@@ -17,15 +18,20 @@ func TestConfigValidate(t *testing.T) {
 		cfg     Config
 		wantErr string
 	}{
-		{"valid", Config{Server: "db.example.com:8443", TLS: policy, Routes: []Route{{Listen: "127.0.0.1:15432"}}}, ""},
-		{"two ephemeral listeners", Config{Server: "h:1", TLS: policy, Routes: []Route{{Listen: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", Route: "b"}}}, ""},
-		{"no server", Config{TLS: policy, Routes: []Route{{Listen: "127.0.0.1:1"}}}, "server address"},
-		{"no port", Config{Server: "db", TLS: policy, Routes: []Route{{Listen: "127.0.0.1:1"}}}, "server address"},
-		{"no routes", Config{Server: "h:1", TLS: policy}, "no routes"},
-		{"no listen", Config{Server: "h:1", TLS: policy, Routes: []Route{{Route: "x"}}}, "no listen address"},
-		{"duplicate listen", Config{Server: "h:1", TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}, {Listen: "127.0.0.1:5"}}}, "used twice"},
-		{"bad route", Config{Server: "h:1", TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5", Route: "no spaces"}}}, "invalid route name"},
-		{"no credentials", Config{Server: "h:1", Routes: []Route{{Listen: "127.0.0.1:5"}}}, "no credentials"},
+		{"valid", Config{Servers: []string{"db.example.com:8443"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:15432"}}}, ""},
+		{"two ephemeral listeners", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", Route: "b"}}}, ""},
+		{"no server", Config{TLS: policy, Routes: []Route{{Listen: "127.0.0.1:1"}}}, "no server address"},
+		{"two servers", Config{Servers: []string{"a:1", "b:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}}}, ""},
+		{"server twice", Config{Servers: []string{"a:1", "a:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}}}, "given twice"},
+		{"second server without port", Config{Servers: []string{"a:1", "b"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}}}, `server address "b"`},
+		{"reconnect base above max", Config{Servers: []string{"a:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}},
+			Reconnect: tunnel.Reconnect{Base: time.Minute, Max: time.Second}}, "above the maximum"},
+		{"no port", Config{Servers: []string{"db"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:1"}}}, "server address"},
+		{"no routes", Config{Servers: []string{"h:1"}, TLS: policy}, "no routes"},
+		{"no listen", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Route: "x"}}}, "no listen address"},
+		{"duplicate listen", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}, {Listen: "127.0.0.1:5"}}}, "used twice"},
+		{"bad route", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5", Route: "no spaces"}}}, "invalid route name"},
+		{"no credentials", Config{Servers: []string{"h:1"}, Routes: []Route{{Listen: "127.0.0.1:5"}}}, "no credentials"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,10 +47,16 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	c := Config{Server: "db.example.com:8443", Routes: []Route{{Listen: "x"}}}
+	c := Config{Servers: []string{"db.example.com:8443", "10.0.0.2:8443"}, Routes: []Route{{Listen: "x"}}}
 	d := c.withDefaults()
-	if d.TLS.ServerName != "db.example.com" {
-		t.Errorf("server name default = %q, want the host of Server", d.TLS.ServerName)
+	for srv, want := range map[string]string{"db.example.com:8443": "db.example.com", "10.0.0.2:8443": "10.0.0.2"} {
+		if got := d.serverPolicy(srv).ServerName; got != want {
+			t.Errorf("server name default for %s = %q, want the host of the server", srv, got)
+		}
+	}
+	d.TLS.ServerName = "explicit.example.com"
+	if got := d.serverPolicy("10.0.0.2:8443").ServerName; got != "explicit.example.com" {
+		t.Errorf("an explicit server name gave way to %q", got)
 	}
 	if d.Routes[0].Route != "default" {
 		t.Errorf("route default = %q", d.Routes[0].Route)

@@ -1,6 +1,7 @@
 // Package client is the client agent: it listens on local ports, and turns
 // each accepted connection into a stream on a pooled mTLS+yamux session to
-// the server agent, naming the route in the stream header.
+// one of the server agents (all serving the same routes), naming the route
+// in the stream header.
 //
 // Invariants:
 //   - App bytes start flowing into the stream right after the header, with
@@ -8,5 +9,6 @@
 //     to the app.
 //   - A refused stream, a failed dial or a lost session reaches the app as
 //     a connection reset, never as a clean end of data.
+//   - An app connection waits at most ConnectWait for a session.
 //   - Run returns only after every goroutine it started has ended.
 package client

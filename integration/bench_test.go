@@ -21,9 +21,9 @@ func BenchmarkConnectEcho(b *testing.B) {
 		Routes: map[string]server.Route{"default": {Target: backend(b, echo), ACL: tunnel.ACL{AllowAll: true}}},
 	})
 	local := startClient(b, client.Config{
-		Server: srv,
-		TLS:    tunnel.TLSPolicy{Credentials: creds(ca.Client(b, "app"), ca.Pool()), ServerName: "localhost"},
-		Routes: []client.Route{{}},
+		Servers: []string{srv},
+		TLS:     tunnel.TLSPolicy{Credentials: creds(ca.Client(b, "app"), ca.Pool()), ServerName: "localhost"},
+		Routes:  []client.Route{{}},
 	})[0]
 	buf := make([]byte, 1)
 	b.RunParallel(func(pb *testing.PB) {

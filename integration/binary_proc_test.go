@@ -79,10 +79,33 @@ func (p *childProc) kill(t testing.TB) {
 	<-p.done
 }
 
+// stop ends the process with SIGTERM, as a service manager does, and
+// waits for it; it must exit cleanly.
+func (p *childProc) stop(t testing.TB) {
+	t.Helper()
+	p.handled = true
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("stop %s: %v", p.name, err)
+	}
+	<-p.done
+	if p.err != nil {
+		t.Fatalf("%s: exit after SIGTERM: %v\noutput:\n%s", p.name, p.err, p.out.dump())
+	}
+}
+
+// count returns how many log lines so far have msg and the attributes kv.
+func (p *childProc) count(msg string, kv ...string) int {
+	return p.out.count(msgAttr(msg, kv...))
+}
+
 // await waits (20 s at most) until n records match, and returns the nth. It
 // gives up early when the process exits without having logged them.
 func (p *childProc) await(n int, match func(record) bool) (record, error) {
-	deadline := time.NewTimer(20 * time.Second)
+	return p.awaitWithin(20*time.Second, n, match)
+}
+
+func (p *childProc) awaitWithin(limit time.Duration, n int, match func(record) bool) (record, error) {
+	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	exited := false
 	for {
@@ -98,7 +121,7 @@ func (p *childProc) await(n int, match func(record) bool) (record, error) {
 		case <-p.done:
 			exited = true // look once more: all output is in by now
 		case <-deadline.C:
-			return record{}, fmt.Errorf("%s did not log it within 20s", p.name)
+			return record{}, fmt.Errorf("%s did not log it within %v", p.name, limit)
 		}
 	}
 }
@@ -170,6 +193,18 @@ func (l *lineLog) find(n int, match func(record) bool) (record, bool, <-chan str
 		}
 	}
 	return record{}, false, l.changed
+}
+
+func (l *lineLog) count(match func(record) bool) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.lines {
+		if match(r) {
+			n++
+		}
+	}
+	return n
 }
 
 func (l *lineLog) dump() string {

@@ -52,7 +52,7 @@ func TestQuickstartBinary(t *testing.T) {
 	server := startAgent(t, "server", nil, k.serverArgs("127.0.0.1:0", echoAddr)...)
 	serverAddr := server.listening(t)
 	client := startAgent(t, "client", nil, k.clientArgs(serverAddr)...)
-	local := client.listening(t, "route", "default", "server", serverAddr)
+	local := client.listening(t, "route", "default", "servers", serverAddr)
 
 	const size = 4 << 20
 	payload := random(t, size)

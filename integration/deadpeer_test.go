@@ -32,7 +32,7 @@ func deadPeerWorld(t *testing.T, rate int, ka, kaTimeout time.Duration) (*world,
 	})
 	proxy := newFaultProxy(t, w.serverAddr, rate)
 	local := startClient(t, client.Config{
-		Server:   proxy.addr,
+		Servers:  []string{proxy.addr},
 		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
 		Routes:   []client.Route{{}},
 		Session:  sc,

@@ -31,6 +31,16 @@ func creds(cert tls.Certificate, roots *x509.CertPool) func() *tunnel.Credential
 // startServer runs a server agent on 127.0.0.1:0 until the test ends.
 func startServer(t testing.TB, cfg server.Config) string {
 	t.Helper()
+	addr, _ := startServerCtl(t, cfg)
+	return addr
+}
+
+// startServerCtl runs a server agent (on cfg.Listen, 127.0.0.1:0 if
+// empty) and returns its address and a stop function: the graceful stop
+// of SIGTERM (GoAway, drain, close), which returns once Serve has. The
+// test's end stops it too, if it still runs.
+func startServerCtl(t testing.TB, cfg server.Config) (string, func()) {
+	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -45,13 +55,19 @@ func startServer(t testing.TB, cfg server.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runUntilCleanup(t, srv.Serve)
-	return addr.String()
+	return addr.String(), runUntilCleanup(t, srv.Serve)
 }
 
 // startClient runs a client agent until the test ends and returns its
 // listeners' addresses in route order.
 func startClient(t testing.TB, cfg client.Config) []string {
+	t.Helper()
+	_, addrs := startClientAgent(t, cfg)
+	return addrs
+}
+
+// startClientAgent is startClient that also returns the agent.
+func startClientAgent(t testing.TB, cfg client.Config) (*client.Client, []string) {
 	t.Helper()
 	for i := range cfg.Routes {
 		if cfg.Routes[i].Listen == "" {
@@ -74,19 +90,26 @@ func startClient(t testing.TB, cfg client.Config) []string {
 	for _, a := range addrs {
 		out = append(out, a.String())
 	}
-	return out
+	return cl, out
 }
 
-func runUntilCleanup(t testing.TB, serve func(context.Context) error) {
+// runUntilCleanup runs serve until the test ends, or until the returned
+// stop function is called; stop returns once serve has.
+func runUntilCleanup(t testing.TB, serve func(context.Context) error) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // backend runs handle for every connection on 127.0.0.1:0 until the test
@@ -193,9 +216,9 @@ func newWorld(t *testing.T) *world {
 func (w *world) client(t *testing.T, cert tls.Certificate, routes ...string) []string {
 	t.Helper()
 	cfg := client.Config{
-		Server: w.serverAddr,
-		TLS:    tunnel.TLSPolicy{Credentials: creds(cert, w.ca.Pool()), ServerName: "localhost"},
-		Logger: w.logs.logger("client"),
+		Servers: []string{w.serverAddr},
+		TLS:     tunnel.TLSPolicy{Credentials: creds(cert, w.ca.Pool()), ServerName: "localhost"},
+		Logger:  w.logs.logger("client"),
 	}
 	for _, r := range routes {
 		cfg.Routes = append(cfg.Routes, client.Route{Route: r})

@@ -26,7 +26,7 @@ func TestMaxStreamsPerSession(t *testing.T) {
 		Logger:  w.logs.logger("server"),
 	})
 	local := startClient(t, client.Config{
-		Server:   w.serverAddr,
+		Servers:  []string{w.serverAddr},
 		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
 		Routes:   []client.Route{{}},
 		Sessions: 1, // all streams on one session
@@ -71,7 +71,7 @@ func TestPoolGrowsPastFullSessions(t *testing.T) {
 		Logger:  w.logs.logger("server"),
 	})
 	local := startClient(t, client.Config{
-		Server:   w.serverAddr,
+		Servers:  []string{w.serverAddr},
 		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
 		Routes:   []client.Route{{}},
 		Session:  capped,
@@ -142,7 +142,7 @@ func TestSessionsPerClientIdentity(t *testing.T) {
 		Logger:             w.logs.logger("server"),
 	})
 	greedy := startClient(t, client.Config{
-		Server:   w.serverAddr,
+		Servers:  []string{w.serverAddr},
 		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "greedy"), w.ca.Pool()), ServerName: "localhost"},
 		Routes:   []client.Route{{}},
 		Session:  tunnel.SessionConfig{MaxStreams: 1}, // a session per connection
@@ -176,7 +176,7 @@ func TestSessionLifetime(t *testing.T) {
 		Logger:  w.logs.logger("server"),
 	})
 	local := startClient(t, client.Config{
-		Server:   w.serverAddr,
+		Servers:  []string{w.serverAddr},
 		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
 		Routes:   []client.Route{{}},
 		Sessions: 1,

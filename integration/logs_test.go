@@ -45,6 +45,12 @@ func (s *logSink) logger(agent string) *slog.Logger {
 // waitFor blocks until a record satisfies match, and returns it.
 func (s *logSink) waitFor(t testing.TB, what string, match func(record) bool) record {
 	t.Helper()
+	return s.waitForN(t, what, 1, match)
+}
+
+// waitForN blocks until n records satisfy match, and returns the nth.
+func (s *logSink) waitForN(t testing.TB, what string, n int, match func(record) bool) record {
+	t.Helper()
 	deadline := time.NewTimer(20 * time.Second)
 	defer deadline.Stop()
 	seen := 0
@@ -55,7 +61,9 @@ func (s *logSink) waitFor(t testing.TB, what string, match func(record) bool) re
 		s.mu.Unlock()
 		for _, r := range recs {
 			if match(r) {
-				return r
+				if n--; n == 0 {
+					return r
+				}
 			}
 		}
 		select {

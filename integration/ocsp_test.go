@@ -95,7 +95,7 @@ func (p *ocspPKI) serve(t *testing.T, logs *logSink, agent string, policy tunnel
 func (p *ocspPKI) hardClient(t *testing.T, logs *logSink, agent, serverAddr string, cert tls.Certificate) string {
 	t.Helper()
 	return startClient(t, client.Config{
-		Server: serverAddr,
+		Servers: []string{serverAddr},
 		TLS: tunnel.TLSPolicy{Credentials: creds(cert, p.ca.Pool()), ServerName: "localhost",
 			Revocation: p.revocation(tunnel.OCSPHard, logs.logger(agent))},
 		Routes: []client.Route{{}},

@@ -206,10 +206,10 @@ func TestOpenSSLMadePKI(t *testing.T) {
 	})
 	startOpenSSLClient := func(cert tls.Certificate, serverName string) string {
 		return startClient(t, client.Config{
-			Server: w.serverAddr,
-			TLS:    tunnel.TLSPolicy{Credentials: creds(cert, roots), ServerName: serverName},
-			Routes: []client.Route{{}},
-			Logger: logs.logger("client"),
+			Servers: []string{w.serverAddr},
+			TLS:     tunnel.TLSPolicy{Credentials: creds(cert, roots), ServerName: serverName},
+			Routes:  []client.Route{{}},
+			Logger:  logs.logger("client"),
 		})[0]
 	}
 

@@ -97,14 +97,17 @@ func TestRejections(t *testing.T) {
 	t.Run("client certificate from another CA", func(t *testing.T) {
 		other := certstest.New(t)
 		local := startClient(t, client.Config{
-			Server: w.serverAddr,
-			TLS:    tunnel.TLSPolicy{Credentials: creds(other.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
-			Routes: []client.Route{{}},
-			Logger: w.logs.logger("other-ca-client"),
+			Servers: []string{w.serverAddr},
+			TLS:     tunnel.TLSPolicy{Credentials: creds(other.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
+			Routes:  []client.Route{{}},
+			Logger:  w.logs.logger("other-ca-client"),
 		})[0]
 		expectReset(t, local)
 		w.logs.waitFor(t, "unknown_authority", handshakeFailed(tunnel.ReasonUnknownAuthority))
 		w.logs.waitFor(t, "client told why", msgAttr("session dial failed", "agent", "other-ca-client", "reason", string(tunnel.ReasonPeerRejected)))
+		// A refusal is not waited out (ConnectWait): the app is reset at once.
+		w.logs.waitFor(t, "app reset without waiting", msgAttr("no session: resetting app connection",
+			"agent", "other-ca-client", "refused", "true", "reason", string(tunnel.ReasonPeerRejected)))
 		w.checkGood(t)
 	})
 
@@ -125,10 +128,10 @@ func TestRejections(t *testing.T) {
 
 	t.Run("server name mismatch", func(t *testing.T) {
 		local := startClient(t, client.Config{
-			Server: w.serverAddr,
-			TLS:    tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "db.example.com"},
-			Routes: []client.Route{{}},
-			Logger: w.logs.logger("mismatch-client"),
+			Servers: []string{w.serverAddr},
+			TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "db.example.com"},
+			Routes:  []client.Route{{}},
+			Logger:  w.logs.logger("mismatch-client"),
 		})[0]
 		expectReset(t, local)
 		w.logs.waitFor(t, "name_mismatch", msgAttr("session dial failed", "agent", "mismatch-client", "reason", string(tunnel.ReasonNameMismatch)))

@@ -155,9 +155,9 @@ func TestClientCertificateMatrix(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			local := startClient(t, client.Config{
-				Server: w.serverAddr,
-				TLS:    tunnel.TLSPolicy{Credentials: creds(tt.cert, ca.Pool()), ServerName: "localhost"},
-				Routes: []client.Route{{}},
+				Servers: []string{w.serverAddr},
+				TLS:     tunnel.TLSPolicy{Credentials: creds(tt.cert, ca.Pool()), ServerName: "localhost"},
+				Routes:  []client.Route{{}},
 			})[0]
 			expectReset(t, local)
 			w.logs.waitFor(t, string(tt.reason), handshakeFailed(tt.reason))
@@ -252,10 +252,10 @@ func TestServerCertificateMatrix(t *testing.T) {
 				Logger: logs.logger("server"),
 			})
 			local := startClient(t, client.Config{
-				Server: addr,
-				TLS:    tunnel.TLSPolicy{Credentials: creds(ca.Client(t, "app"), ca.Pool()), ServerName: "localhost", LegacyCN: tt.legacyCN, Logger: logs.logger("client")},
-				Routes: []client.Route{{}},
-				Logger: logs.logger("client"),
+				Servers: []string{addr},
+				TLS:     tunnel.TLSPolicy{Credentials: creds(ca.Client(t, "app"), ca.Pool()), ServerName: "localhost", LegacyCN: tt.legacyCN, Logger: logs.logger("client")},
+				Routes:  []client.Route{{}},
+				Logger:  logs.logger("client"),
 			})[0]
 			if tt.reason == "" {
 				if err := echoCheck(t, local, 64<<10); err != nil {

@@ -24,9 +24,16 @@ type Server struct {
 	guard *tunnel.Guard // re-verifies open sessions
 
 	mu       sync.Mutex
-	sessions map[*tunnel.Session]struct{}
-	perPeer  map[string]int // open sessions by peer identity
-	wg       sync.WaitGroup // connection and stream goroutines
+	sessions map[*tunnel.Session]*liveSession // nil once draining
+	perPeer  map[string]int                   // open sessions by peer identity
+	wg       sync.WaitGroup                   // connection and stream goroutines
+}
+
+// liveSession is what the server tracks of an open session. Guarded by
+// Server.mu.
+type liveSession struct {
+	streams    int  // streams being served
+	clientDone bool // the client sent GoAway: it opens no more streams here
 }
 
 // New validates cfg and returns a server that is not yet listening.
@@ -40,7 +47,7 @@ func New(cfg Config) (*Server, error) {
 		tls:      c.TLS.ServerConfig(),
 		log:      c.Logger,
 		sem:      make(chan struct{}, c.MaxHandshakes),
-		sessions: make(map[*tunnel.Session]struct{}),
+		sessions: make(map[*tunnel.Session]*liveSession),
 		perPeer:  make(map[string]int),
 	}
 	s.guard = &tunnel.Guard{
@@ -77,8 +84,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve accepts connections until ctx is done, then drains: it stops
 // accepting, sends GoAway on every session so clients open new streams
-// elsewhere, waits up to DrainTimeout for open streams, closes what is left
-// and returns once every goroutine it started has ended.
+// elsewhere, waits up to DrainTimeout for the clients to finish their
+// streams (see "Drain" in tunnel/doc.go), closes what is left and returns
+// once every goroutine it started has ended.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.ln == nil {
 		return errors.New("server: Serve before Listen")
@@ -137,14 +145,24 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log := s.log.With("peer", tunnel.PeerID(sess.Peer), "remote", sess.Remote.String())
-	if err := s.track(sess); err != nil {
+	ls, err := s.track(sess)
+	if err != nil {
 		log.Warn("session refused", "err", err)
 		sess.Close()
 		return
 	}
 	log.Info("session established")
 	s.guard.Add(sess)
-	err = s.acceptStreams(ctx, sess, log)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-sess.RemoteGoAway():
+			s.clientDone(sess, ls)
+		case <-sess.CloseChan():
+		}
+	}()
+	err = s.acceptStreams(ctx, sess, ls, log)
 	s.guard.Remove(sess)
 	s.untrack(sess)
 	reason := "closed by server"
@@ -157,18 +175,47 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 // acceptStreams hands each stream to its own goroutine at once: an
 // un-ACKed stream or a full backlog would stall or kill the whole session.
 // It returns the session's end cause (nil if we closed it).
-func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, log *slog.Logger) error {
+func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, ls *liveSession, log *slog.Logger) error {
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			sess.Close()
 			return sess.Cause()
 		}
+		s.mu.Lock()
+		ls.streams++
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.serveStream(ctx, sess, st, log)
+			s.streamDone(sess, ls)
 		}()
+	}
+}
+
+// clientDone notes the client's GoAway: it will open no more streams on the
+// session (it answers ours so once its last stream there has ended). The
+// session is closed once that is so and our last stream has ended too:
+// closing earlier could cut a stream we still serve, and waiting only for
+// our streams could cut one the client is opening.
+func (s *Server) clientDone(sess *tunnel.Session, ls *liveSession) {
+	s.mu.Lock()
+	ls.clientDone = true
+	idle := ls.streams == 0
+	s.mu.Unlock()
+	if idle {
+		sess.Close()
+	}
+}
+
+func (s *Server) streamDone(sess *tunnel.Session, ls *liveSession) {
+	s.mu.Lock()
+	ls.streams--
+	idle := ls.clientDone && ls.streams == 0
+	s.mu.Unlock()
+	if idle {
+		sess.Close()
 	}
 }
 
@@ -177,19 +224,20 @@ var errDraining = errors.New("server is draining")
 
 // track registers a session for draining and counts it against its peer's
 // session limit.
-func (s *Server) track(sess *tunnel.Session) error {
+func (s *Server) track(sess *tunnel.Session) (*liveSession, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions == nil {
-		return errDraining
+		return nil, errDraining
 	}
 	id := tunnel.PeerID(sess.Peer)
 	if n := s.perPeer[id]; n >= s.cfg.MaxSessionsPerPeer {
-		return fmt.Errorf("identity %s already has %d sessions (limit %d)", id, n, s.cfg.MaxSessionsPerPeer)
+		return nil, fmt.Errorf("identity %s already has %d sessions (limit %d)", id, n, s.cfg.MaxSessionsPerPeer)
 	}
 	s.perPeer[id]++
-	s.sessions[sess] = struct{}{}
-	return nil
+	ls := &liveSession{}
+	s.sessions[sess] = ls
+	return ls, nil
 }
 
 func (s *Server) untrack(sess *tunnel.Session) {
@@ -202,25 +250,43 @@ func (s *Server) untrack(sess *tunnel.Session) {
 	delete(s.sessions, sess)
 }
 
-// drain stops new streams (StopStreams: GoAway), waits up to DrainTimeout for the
-// open ones, then closes every session.
+// drain sends GoAway on every session, waits up to DrainTimeout for the
+// sessions to end (each closes when the client has answered and the last
+// stream is done), then closes the rest.
 func (s *Server) drain() {
 	s.mu.Lock()
 	sessions := s.sessions
 	s.sessions = nil
 	s.mu.Unlock()
-	var wg sync.WaitGroup
 	for sess := range sessions {
-		wg.Go(sess.StopStreams)
+		if err := sess.GoAway(); err != nil {
+			sess.Close() // it is dying anyway
+		}
 	}
-	wg.Wait()
-	s.waitStreams(sessions)
+	if !allClosed(sessions, s.cfg.DrainTimeout) {
+		s.log.Warn("drain timeout: closing sessions with open streams", "streams", openStreams(sessions))
+	}
 	for sess := range sessions {
 		sess.Close()
 	}
 }
 
-func openStreams(sessions map[*tunnel.Session]struct{}) int {
+// allClosed waits until every session has ended, or timeout has passed;
+// it reports whether they all ended.
+func allClosed(sessions map[*tunnel.Session]*liveSession, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for sess := range sessions {
+		select {
+		case <-sess.CloseChan():
+		case <-t.C:
+			return false
+		}
+	}
+	return true
+}
+
+func openStreams(sessions map[*tunnel.Session]*liveSession) int {
 	n := 0
 	for sess := range sessions {
 		if !sess.IsClosed() {
@@ -228,19 +294,4 @@ func openStreams(sessions map[*tunnel.Session]struct{}) int {
 		}
 	}
 	return n
-}
-
-// waitStreams polls until no stream is open or DrainTimeout has passed.
-// yamux offers no notification when a session's last stream ends.
-func (s *Server) waitStreams(sessions map[*tunnel.Session]struct{}) {
-	deadline := time.Now().Add(s.cfg.DrainTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for open := openStreams(sessions); open > 0; open = openStreams(sessions) {
-		if time.Now().After(deadline) {
-			s.log.Warn("drain timeout: closing sessions with open streams", "streams", open)
-			return
-		}
-		<-tick.C
-	}
 }

@@ -64,7 +64,9 @@ func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Str
 		return name, nil, tunnel.Response{Status: tunnel.StatusForbidden,
 			Reason: fmt.Sprintf("identity %s is not allowed on route %q", tunnel.PeerID(sess.Peer), name)}, nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	// Not cancelled by shutdown: a stream that reaches us while we drain
+	// crossed our GoAway and is served like any other.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
 	target, err := d.DialContext(dctx, "tcp", route.Target)

@@ -48,6 +48,19 @@
 // connection on it is reset (RST), never closed cleanly: yamux reports a
 // dead session as EOF, so Join checks the session before passing an EOF on.
 //
+// Drain. A server agent that shuts down sends a GoAway (yamux type 3, code
+// 0) on each session and goes on serving the streams that still reach it:
+// one the client opened just before the GoAway arrived crossed it on the
+// wire and must not fail. (yamux's own GoAway makes it reset such a
+// stream, so mtunnel writes the frame itself; frameconn.go.) The client
+// opens no more streams on the session and, once its last stream there has
+// ended, answers with a GoAway of its own. The server closes the session
+// when it has that answer and its own last stream on the session has
+// ended, or at its drain timeout. Neither side alone knows that the other
+// is done: closing on the server's stream count could cut a stream the
+// client is opening, and a close by the client could reach the server
+// before it has finished a stream whose FIN it has just read.
+//
 // Resets. yamux v0.1.2 has no API to reset one stream, so mtunnel writes
 // the RST frame itself (frameconn.go), between two of yamux's frames. When
 // either agent's copy loop fails (the app or the target reset its

@@ -24,31 +24,35 @@ const (
 // frame (FIELD-NOTES). Here the header waits for the body's first Write and
 // goes out in the same record.
 //
-// It also writes stream resets (RST frames), which yamux v0.1.2 has no API
-// for, and a GoAway that does not refuse streams already in flight: sendRST slips one in between two of yamux's frames, never between a
-// header and its body.
+// It also writes control frames that yamux v0.1.2 has no API for: stream
+// resets (RST) and a GoAway that does not make yamux refuse incoming
+// streams (see Session.GoAway). They slip in between two of yamux's frames,
+// never between a header and its body.
+//
+// On the read side it follows the frame boundaries of what yamux reads and
+// reports the peer's GoAway at once (yamux only records it), so the pool
+// stops using a draining session before it tries to open a stream there.
 type frameConn struct {
 	net.Conn
-	mu      sync.Mutex // yamux's send loop and sendRST
+	mu      sync.Mutex // yamux's send loop and the control frames
 	pending [yamuxHeaderSize]byte
 	waiting bool   // pending holds a data header whose body comes next
-	queued  []byte // injected frames to send once the frame in flight is complete
+	control []byte // control frames to send once the frame in flight is complete
 	buf     []byte
-	flush   func() error  // after each complete frame; nil: nothing to flush
-	reads   atomic.Uint64 // reads that returned data: the watchdog's proof of life
+	flush   func() error // after each complete frame; nil: nothing to flush
+
+	// Read side, used only by yamux's receive loop.
+	rhdr   [yamuxHeaderSize]byte
+	rn     int    // bytes of rhdr filled
+	rbody  uint32 // bytes of a data frame's body still to pass
+	goAway chan struct{}
+	gone   sync.Once     // closes goAway
+	reads  atomic.Uint64 // reads that returned data: the watchdog's proof of life
 }
 
-// Read counts reads that bring data, so the watchdog knows the peer is
-// alive without a clock read per call.
-func (c *frameConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.reads.Add(1)
-	}
-	return n, err
+func newFrameConn(c net.Conn) *frameConn {
+	return &frameConn{Conn: c, goAway: make(chan struct{})}
 }
-
-func newFrameConn(c net.Conn) *frameConn { return &frameConn{Conn: c} }
 
 // complete is called when a whole frame has been written.
 func (c *frameConn) complete(err error) error {
@@ -64,8 +68,8 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	if c.waiting {
 		c.waiting = false
 		n, err := c.writeWithHeader(p)
-		if err == nil && len(c.queued) > 0 {
-			err = c.flushInjected()
+		if err == nil && len(c.control) > 0 {
+			err = c.flushControl()
 		}
 		return n, c.complete(err)
 	}
@@ -96,8 +100,7 @@ func (c *frameConn) writeWithHeader(body []byte) (int, error) {
 	return first + n, err
 }
 
-// yamux frame types and flags of the frames frameConn injects (yamux
-// spec.md).
+// yamux frame types, flags and GoAway codes used here (yamux spec.md).
 const (
 	yamuxTypeWindowUpdate = 1
 	yamuxTypeGoAway       = 3
@@ -112,33 +115,74 @@ func (c *frameConn) sendRST(id uint32) error {
 	h[1] = yamuxTypeWindowUpdate
 	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
 	binary.BigEndian.PutUint32(h[4:8], id)
-	return c.inject(h)
+	return c.sendControl(h)
 }
 
-// sendGoAway tells the peer to open no more streams, without yamux's own
-// GoAway, which also makes our side reset every stream the peer opened
-// before the GoAway reached it: those streams were in flight, and each
-// would be a failed connection for an app. With this one they are served.
+// sendGoAway sends a normal GoAway: the peer opens no more streams.
 func (c *frameConn) sendGoAway() error {
 	var h [yamuxHeaderSize]byte
 	h[1] = yamuxTypeGoAway
 	binary.BigEndian.PutUint32(h[8:12], yamuxGoAwayNormal)
-	return c.inject(h)
+	return c.sendControl(h)
 }
 
-// inject sends a header-only frame between two of yamux's frames.
-func (c *frameConn) inject(h [yamuxHeaderSize]byte) error {
+func (c *frameConn) sendControl(h [yamuxHeaderSize]byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.queued = append(c.queued, h[:]...)
+	c.control = append(c.control, h[:]...)
 	if c.waiting {
 		return nil // sent right after the body in flight
 	}
-	return c.flushInjected()
+	return c.flushControl()
 }
 
-func (c *frameConn) flushInjected() error {
-	_, err := c.Conn.Write(c.queued)
-	c.queued = c.queued[:0]
+func (c *frameConn) flushControl() error {
+	_, err := c.Conn.Write(c.control)
+	c.control = c.control[:0]
 	return c.complete(err)
+}
+
+// stopStreams closes goAway: the session takes no new streams, because the
+// peer said so or because it retired itself.
+func (c *frameConn) stopStreams() { c.gone.Do(func() { close(c.goAway) }) }
+
+// Read passes yamux's reads through, watches the frames go by for the
+// peer's GoAway, and counts reads that bring data, so the watchdog knows
+// the peer is alive without a clock read per call.
+func (c *frameConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+		c.scan(p[:n])
+	}
+	return n, err
+}
+
+// scan follows frame boundaries: a 12-byte header, then a body for data
+// frames only (for the other types the length field is a value).
+func (c *frameConn) scan(b []byte) {
+	for len(b) > 0 {
+		if c.rbody > 0 {
+			if uint64(len(b)) <= uint64(c.rbody) {
+				c.rbody -= uint32(len(b))
+				return
+			}
+			b, c.rbody = b[c.rbody:], 0
+		}
+		k := copy(c.rhdr[c.rn:], b)
+		b, c.rn = b[k:], c.rn+k
+		if c.rn < yamuxHeaderSize {
+			return
+		}
+		c.rn = 0
+		length := binary.BigEndian.Uint32(c.rhdr[8:12])
+		switch c.rhdr[1] {
+		case yamuxTypeData:
+			c.rbody = length
+		case yamuxTypeGoAway:
+			if length == yamuxGoAwayNormal {
+				c.stopStreams()
+			}
+		}
+	}
 }

@@ -99,43 +99,34 @@ func (s *Session) retire(lifetime, grace time.Duration) {
 		return
 	case <-st.C:
 	}
-	s.StopStreams()
+	// Stop new streams. A server sends GoAway; a client stops opening
+	// streams here and its pool drains the session as if the server had
+	// sent one (it answers with its own GoAway once its streams are done,
+	// so it cannot cross a stream it is opening). Either way the session
+	// ends the way a drain does ("Drain" in doc.go) once both sides are
+	// done with it, or at the end of the grace period.
+	s.cause.CompareAndSwap(nil, &errRetired)
+	s.retired.Store(true)
+	if s.client {
+		s.conn.stopStreams()
+	} else {
+		s.GoAway()
+	}
 	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
-	poll := time.NewTicker(min(grace/10+time.Millisecond, time.Second))
-	defer poll.Stop()
-	for s.NumStreams() > 0 {
-		select {
-		case <-s.CloseChan():
-			return
-		case <-deadline.C:
-			s.closeWith(fmt.Errorf("%w: %d streams still open after %s", ErrLifetimeExceeded, s.NumStreams(), grace))
-			return
-		case <-poll.C:
-		}
+	select {
+	case <-s.CloseChan():
+	case <-deadline.C:
+		err := fmt.Errorf("%w: %d streams still open after %s", ErrLifetimeExceeded, s.NumStreams(), grace)
+		s.cause.Store(&err)
+		s.Close()
 	}
-	s.closeWith(ErrLifetimeExceeded)
 }
 
-// StopStreams makes the session take no new streams while its open ones
-// go on: OpenStream refuses locally (so the client's pool dials a
-// replacement) and the peer is sent a GoAway, which makes its OpenStream
-// fail with ErrRemoteGoAway so it opens streams elsewhere at once. Streams
-// the peer opened before the GoAway reached it are still accepted, unlike
-// with yamux's Session.GoAway, which resets them (see frameConn).
-//
-// It returns after a ping round trip (bounded by WriteTimeout): the peer
-// answers the ping after it has read the GoAway, and frames arrive in
-// order, so by then the streams it opened before are in NumStreams and a
-// drain that waits for NumStreams to reach zero does not miss them.
-func (s *Session) StopStreams() {
-	if s.retired.CompareAndSwap(false, true) {
-		s.conn.sendGoAway()
-	}
-	s.Ping()
-}
+var errRetired error = ErrLifetimeExceeded
 
-// Retired reports whether the session takes no new streams (StopStreams).
+// Retired reports whether the session reached its lifetime and takes no
+// new streams.
 func (s *Session) Retired() bool { return s.retired.Load() }
 
 // closeWith closes the session and records why, for Cause.

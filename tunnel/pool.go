@@ -5,199 +5,201 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
-// ErrPoolClosed is returned by Pool.Get after Close.
+// ErrPoolClosed is returned by Pool.Open after Close.
 var ErrPoolClosed = errors.New("session pool closed")
 
-// Pool keeps Size sessions to one server and hands out the least loaded
-// live one. Sessions are dialled on demand; a dead or draining session is
-// dropped and replaced by the next demand. A session carrying its stream
-// cap (Dialer.Session.StreamCap, which keeps it inside its memory budget)
-// takes no more: when every session is full the pool dials another, so
-// Size is a floor, not a ceiling.
+// Pool keeps sessions to one or more servers, which all serve the same
+// routes, and opens each stream on the least loaded usable session among
+// them: a server that fails or drains simply stops being chosen, and new
+// streams go to the others at once.
+//
+// Each server has a dial loop that keeps Size usable sessions to it, from
+// Start on and again after a session ends, so the tunnel is ready before
+// apps come. A session carrying its stream cap (Dialer.Session.StreamCap,
+// which keeps it inside its memory budget) takes no more: when apps wait
+// because every session is full, the pools dial more, so Size is a floor,
+// not a ceiling. After a failed dial or a lost session a server is
+// redialled with backoff (Reconnect).
+//
+// A session whose server sent GoAway takes no new streams; once its last
+// stream is released the pool answers with a GoAway of its own, and the
+// server closes the session (see "Drain" in doc.go).
 type Pool struct {
-	Dialer *Dialer
-	Size   int // default 1
-	Logger *slog.Logger
-	Guard  *Guard // if set, every session is added to it while open
+	Dialers   []*Dialer // one per server
+	Size      int       // sessions kept to each server; default 1
+	Reconnect Reconnect
+	Logger    *slog.Logger
+	Guard     *Guard // if set, every session is added to it while open
 
-	mu       sync.Mutex
-	sessions []*Session
-	draining map[*Session]bool // sent us GoAway: open no new streams
-	opening  map[*Session]int  // streams being opened, not yet in NumStreams
-	dialing  chan struct{}     // closed when the running dial ends
-	lastErr  error
-	closed   bool
-	ctx      context.Context // cancelled by Close, ends a running dial
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // dials and session watchers
+	mu        sync.Mutex
+	servers   []*serverPool
+	bySession map[*Session]*member
+	changed   chan struct{} // closed on the next change; nil while nobody waits
+	waiting   int           // Open calls waiting for a session
+	turn      uint          // rotates the scan order so that ties spread
+	started   bool
+	closed    bool
+	ctx       context.Context // cancelled by Close: ends dials and loops
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // dial loops and session watchers
 }
 
-// Open opens a stream on the least loaded live session, dialling one if
-// needed, and retries on another session if the chosen one is going away.
-func (p *Pool) Open(ctx context.Context) (*Stream, *Session, error) {
-	for {
-		s, err := p.get(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		st, err := s.OpenStream()
-		p.mu.Lock()
-		if p.opening[s]--; p.opening[s] == 0 {
-			delete(p.opening, s)
-		}
-		p.mu.Unlock()
-		if err == nil {
-			return st, s, nil
-		}
-		if errors.Is(err, yamux.ErrRemoteGoAway) {
-			p.markDraining(s)
-		}
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("open stream: %w", err)
-		}
+// NoSessionError is Open giving up: no session became usable in time, or
+// every server refused the session in the TLS handshake, which waiting
+// does not mend.
+type NoSessionError struct {
+	Servers []string
+	Waited  time.Duration
+	Refused bool  // gave up early: the last dial to every server was refused
+	Last    error // the most recent dial error; nil if no dial failed
+}
+
+func (e *NoSessionError) Error() string {
+	servers := strings.Join(e.Servers, ", ")
+	msg := fmt.Sprintf("no session to %s within %s", servers, e.Waited.Round(time.Millisecond))
+	if e.Refused {
+		msg = "every server refused the session (" + servers + ")"
+	}
+	if e.Last != nil {
+		msg += ": last dial: " + e.Last.Error()
+	}
+	return msg
+}
+
+func (e *NoSessionError) Unwrap() error { return e.Last }
+
+// ServerStatus is one server as the pool sees it.
+type ServerStatus struct {
+	Address  string
+	Sessions int   // usable sessions
+	Draining int   // sessions the server is draining
+	Failures int   // dials failed in a row
+	LastErr  error // the last dial's error; nil once a dial succeeds
+}
+
+// Start begins dialling every server. Open calls it too.
+func (p *Pool) Start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.closed {
+		return
+	}
+	p.started = true
+	p.initLocked()
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	for _, sp := range p.servers {
+		p.wg.Add(1)
+		go sp.run(p.ctx)
 	}
 }
 
-func (p *Pool) get(ctx context.Context) (*Session, error) {
+func (p *Pool) initLocked() {
+	if p.servers != nil {
+		return
+	}
+	rc := p.Reconnect.withDefaults()
+	p.bySession = map[*Session]*member{}
+	for _, d := range p.Dialers {
+		p.servers = append(p.servers, &serverPool{
+			p: p, dialer: d, rc: rc, backoff: backoff{cfg: rc}, wake: make(chan struct{}, 1),
+		})
+	}
+}
+
+// Open opens a stream on the least loaded usable session of any server.
+// With none usable it waits until one is, or until ctx is done, and gives
+// up early when every server refused the session (NoSessionError). The
+// caller must Release the session when the stream is finished.
+func (p *Pool) Open(ctx context.Context) (*Stream, *Session, error) {
+	p.Start()
+	start := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	waiting := false
+	defer func() {
+		if waiting {
+			p.waiting--
+		}
+	}()
 	for {
-		p.mu.Lock()
 		if p.closed {
+			return nil, nil, ErrPoolClosed
+		}
+		if m := p.pickLocked(); m != nil {
 			p.mu.Unlock()
-			return nil, ErrPoolClosed
-		}
-		best := p.leastLoaded()
-		if (best == nil || len(p.usable()) < max(p.Size, 1)) && p.dialing == nil {
-			if p.ctx == nil {
-				p.ctx, p.cancel = context.WithCancel(context.Background())
+			st, err := m.s.OpenStream()
+			p.mu.Lock()
+			m.opening--
+			if err == nil {
+				return st, m.s, nil
 			}
-			p.dialing = make(chan struct{})
-			p.wg.Add(1)
-			go p.dial()
-		}
-		wait := p.dialing
-		if best != nil {
-			if p.opening == nil {
-				p.opening = make(map[*Session]int)
+			// Whatever the error (GoAway, shutdown, IDs exhausted), this
+			// session opens no more streams.
+			p.drainingLocked(m, err)
+			p.releaseLocked(m)
+			if ctx.Err() != nil {
+				return nil, nil, fmt.Errorf("open stream on the session to %s: %w", m.s.Server, err)
 			}
-			p.opening[best]++ // counts towards its load until opened
-			p.mu.Unlock()
-			return best, nil
+			continue
 		}
+		if err := p.refusedLocked(); err != nil {
+			return nil, nil, &NoSessionError{Servers: p.addresses(), Waited: time.Since(start), Refused: true, Last: err}
+		}
+		if !waiting {
+			waiting = true
+			if p.waiting++; p.waiting == 1 {
+				for _, sp := range p.servers {
+					sp.poke() // dial promptly, and beyond the floor if all are full
+				}
+			}
+		}
+		changed := p.changesLocked()
 		p.mu.Unlock()
 		select {
-		case <-wait:
+		case <-changed:
 		case <-ctx.Done():
-			return nil, p.waitErr(ctx)
 		}
 		p.mu.Lock()
-		err := p.lastErr
-		full := p.leastLoaded() == nil
-		p.mu.Unlock()
-		if full && err != nil {
-			return nil, err
+		if ctx.Err() != nil {
+			return nil, nil, &NoSessionError{Servers: p.addresses(), Waited: time.Since(start), Last: p.lastErrLocked()}
 		}
 	}
 }
 
-func (p *Pool) waitErr(ctx context.Context) error {
+// Release gives back a session that Open returned, when the stream is
+// finished.
+func (p *Pool) Release(s *Session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.lastErr != nil {
-		return fmt.Errorf("no session to %s: %w (last dial: %w)", p.Dialer.Address, ctx.Err(), p.lastErr)
+	if m := p.bySession[s]; m != nil {
+		p.releaseLocked(m)
 	}
-	return fmt.Errorf("no session to %s: %w", p.Dialer.Address, ctx.Err())
 }
 
-// usable lists live sessions that accept new streams. Caller holds mu.
-func (p *Pool) usable() []*Session {
-	var out []*Session
-	for _, s := range p.sessions {
-		if !s.IsClosed() && !p.draining[s] {
-			out = append(out, s)
+// Status reports every server in configuration order.
+func (p *Pool) Status() []ServerStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.initLocked()
+	var out []ServerStatus
+	for _, sp := range p.servers {
+		st := ServerStatus{Address: sp.dialer.Address, Failures: sp.failures, LastErr: sp.lastErr}
+		for _, m := range sp.members {
+			switch {
+			case m.usable():
+				st.Sessions++
+			case m.draining && !m.s.IsClosed():
+				st.Draining++
+			}
 		}
+		out = append(out, st)
 	}
 	return out
-}
-
-// leastLoaded returns the usable session with the fewest streams that is
-// below the stream cap, or nil. Caller holds mu.
-func (p *Pool) leastLoaded() *Session {
-	limit := p.Dialer.Session.StreamCap()
-	var best *Session
-	bestLoad := 0
-	for _, s := range p.usable() {
-		load := s.NumStreams() + p.opening[s]
-		if load < limit && (best == nil || load < bestLoad) {
-			best, bestLoad = s, load
-		}
-	}
-	return best
-}
-
-func (p *Pool) markDraining(s *Session) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.draining == nil {
-		p.draining = make(map[*Session]bool)
-	}
-	p.draining[s] = true
-}
-
-func (p *Pool) dial() {
-	defer p.wg.Done()
-	s, err := p.Dialer.Dial(p.ctx)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	close(p.dialing)
-	p.dialing = nil
-	p.lastErr = err
-	if err != nil {
-		p.log().Error("session dial failed", "server", p.Dialer.Address, "reason", Classify(err), "err", err)
-		return
-	}
-	if p.closed {
-		s.Close()
-		return
-	}
-	p.sessions = append(p.sessions, s)
-	if p.Guard != nil {
-		p.Guard.Add(s)
-	}
-	p.log().Info("session established", "server", p.Dialer.Address, "peer", PeerID(s.Peer),
-		"remote", s.Remote.String(), "rtt", s.RTT)
-	p.wg.Add(1)
-	go p.watch(s)
-}
-
-// watch waits for s to end, logs it, and drops it from the pool.
-func (p *Pool) watch(s *Session) {
-	defer p.wg.Done()
-	<-s.CloseChan()
-	p.mu.Lock()
-	for i, x := range p.sessions {
-		if x == s {
-			p.sessions = append(p.sessions[:i], p.sessions[i+1:]...)
-			break
-		}
-	}
-	delete(p.draining, s)
-	if p.Guard != nil {
-		p.Guard.Remove(s)
-	}
-	closing := p.closed
-	p.mu.Unlock()
-	reason := "closed by client"
-	if !closing {
-		reason = EndReason(s.Cause())
-	}
-	p.log().Info("session ended", "server", p.Dialer.Address, "peer", PeerID(s.Peer),
-		"remote", s.Remote.String(), "duration", time.Since(s.Established).Round(time.Millisecond), "reason", reason)
 }
 
 // Close closes every session (their streams end with a reset to the apps)
@@ -208,7 +210,11 @@ func (p *Pool) Close() {
 	if p.cancel != nil {
 		p.cancel()
 	}
-	sessions := append([]*Session(nil), p.sessions...)
+	var sessions []*Session
+	for s := range p.bySession {
+		sessions = append(sessions, s)
+	}
+	p.signalLocked()
 	p.mu.Unlock()
 	for _, s := range sessions {
 		s.Close()
@@ -216,9 +222,208 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
+// pickLocked reserves the usable session with the fewest streams that is
+// below its stream cap, or returns nil. The scan starts one session further
+// each time, so that equal loads take turns.
+func (p *Pool) pickLocked() *member {
+	p.turn++
+	var best *member
+	bestLoad := 0
+	for i := range p.servers {
+		sp := p.servers[(p.turn+uint(i))%uint(len(p.servers))]
+		for j := range sp.members {
+			m := sp.members[(p.turn+uint(j))%uint(len(sp.members))]
+			if !m.usable() {
+				continue
+			}
+			load := m.load()
+			if load < sp.dialer.Session.StreamCap() && (best == nil || load < bestLoad) {
+				best, bestLoad = m, load
+			}
+		}
+	}
+	if best != nil {
+		best.opening++ // counts towards its load until opened
+		best.inUse++
+	}
+	return best
+}
+
+func (p *Pool) releaseLocked(m *member) {
+	m.inUse--
+	m.answerIfIdleLocked()
+	p.signalLocked() // a stream slot is free
+}
+
+// drainingLocked marks m as taking no new streams. A session that has
+// died is left to its watcher.
+func (p *Pool) drainingLocked(m *member, why error) {
+	if m.draining || m.s.IsClosed() {
+		return
+	}
+	m.draining = true
+	p.log().Info("session draining", "server", m.s.Server, "peer", PeerID(m.s.Peer),
+		"remote", m.s.Remote.String(), "reason", why.Error())
+	m.sp.poke() // the server is below its floor now
+	m.answerIfIdleLocked()
+	p.signalLocked()
+}
+
+// refusedLocked returns the last dial error if every server is without a
+// usable session and its last dial was refused in the TLS handshake.
+func (p *Pool) refusedLocked() error {
+	var last error
+	for _, sp := range p.servers {
+		if sp.usableLocked() > 0 || !refusal(sp.lastErr) {
+			return nil
+		}
+		last = sp.lastErr
+	}
+	return last
+}
+
+// refusal reports whether a dial error is a refusal in the TLS handshake:
+// by us (the server's certificate failed verification) or by the server
+// (an alert: it refused our certificate), or a peer that does not speak
+// TLS. Unlike an unreachable, restarting or slow server, waiting does not
+// mend that, so app connections are reset at once instead.
+func refusal(err error) bool {
+	var v *VerifyError
+	if errors.As(err, &v) {
+		return true
+	}
+	switch Classify(err) {
+	case ReasonPeerRejected, ReasonNotTLS:
+		return true
+	}
+	return false
+}
+
+func (p *Pool) lastErrLocked() error {
+	var last error
+	var at time.Time
+	for _, sp := range p.servers {
+		if sp.lastErr != nil && sp.lastErrAt.After(at) {
+			last, at = sp.lastErr, sp.lastErrAt
+		}
+	}
+	return last
+}
+
+func (p *Pool) addresses() []string {
+	var out []string
+	for _, d := range p.Dialers {
+		out = append(out, d.Address)
+	}
+	return out
+}
+
+// changesLocked returns a channel closed on the next change of state: a
+// session up, ended or draining, a stream released, a dial failed, Close.
+func (p *Pool) changesLocked() <-chan struct{} {
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
+func (p *Pool) signalLocked() {
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
+func (p *Pool) size() int { return max(p.Size, 1) }
+
 func (p *Pool) log() *slog.Logger {
 	if p.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	return p.Logger
+}
+
+// member is one session in the pool. Its fields are guarded by Pool.mu.
+type member struct {
+	s        *Session
+	sp       *serverPool
+	draining bool          // the server sent GoAway (or the session cannot open streams)
+	opening  int           // reserved by Open, OpenStream not returned yet
+	inUse    int           // handed out by Open and not yet released
+	answered bool          // our GoAway in answer to the server's is due or sent
+	idle     chan struct{} // tells the watcher to send that GoAway
+}
+
+func (m *member) usable() bool { return !m.draining && !m.s.IsClosed() }
+
+func (m *member) load() int { return m.s.NumStreams() + m.opening }
+
+// answerIfIdleLocked asks the watcher to answer the server's GoAway once
+// no stream is in use or being opened: from then on we open nothing here,
+// so the server may close the session without cutting a stream.
+func (m *member) answerIfIdleLocked() {
+	if m.draining && !m.answered && m.inUse == 0 && m.opening == 0 {
+		m.answered = true
+		m.idle <- struct{}{} // buffered, and sent once
+	}
+}
+
+// watch follows one session until it ends: it marks it draining when the
+// server's GoAway arrives, sends our answer when asked, and finally drops
+// the session from the pool.
+func (p *Pool) watch(m *member) {
+	defer p.wg.Done()
+	goAway := m.s.RemoteGoAway()
+	for {
+		select {
+		case <-m.s.CloseChan():
+			p.ended(m)
+			return
+		case <-goAway:
+			goAway = nil
+			p.mu.Lock()
+			p.drainingLocked(m, errors.New("server sent GoAway"))
+			p.mu.Unlock()
+		case <-m.idle:
+			if err := m.s.GoAway(); err != nil {
+				m.s.Close() // cannot tell the server; ending it is as good
+			}
+		}
+	}
+}
+
+// ended drops a session that has closed, schedules the redial and logs.
+func (p *Pool) ended(m *member) {
+	s, sp := m.s, m.sp
+	p.mu.Lock()
+	sp.members = removeMember(sp.members, m)
+	delete(p.bySession, s)
+	closing := p.closed
+	if !closing {
+		sp.lostLocked(time.Now(), s)
+		p.signalLocked()
+	}
+	draining := m.draining
+	p.mu.Unlock()
+	if p.Guard != nil {
+		p.Guard.Remove(s)
+	}
+	reason := "closed by client"
+	if !closing {
+		reason = EndReason(s.Cause())
+		if draining {
+			reason = "drained: " + reason
+		}
+	}
+	p.log().Info("session ended", "server", s.Server, "peer", PeerID(s.Peer),
+		"remote", s.Remote.String(), "duration", time.Since(s.Established).Round(time.Millisecond), "reason", reason)
+}
+
+func removeMember(ms []*member, m *member) []*member {
+	for i, x := range ms {
+		if x == m {
+			return append(ms[:i], ms[i+1:]...)
+		}
+	}
+	return ms
 }

@@ -176,9 +176,11 @@ type Session struct {
 	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
 	Staple      []byte              // the OCSP response the peer stapled, if any
 	Remote      net.Addr
+	Server      string // client side: the server address it was dialled at
 	Established time.Time
 	RTT         time.Duration // client side: the round trip of the confirming ping
 	conn        *frameConn
+	client      bool
 	retired     atomic.Bool           // past MaxLifetime: no new streams
 	cause       atomic.Pointer[error] // why we closed it, if we did
 
@@ -261,6 +263,24 @@ func (s *Stream) Finish(timeout time.Duration) {
 	}
 	s.done()
 }
+
+// GoAway tells the peer to open no more streams on this session. It
+// replaces yamux's GoAway, which also makes yamux reset every stream that
+// arrives afterwards (yamux v0.1.2 session.go, incomingStream): a stream
+// the peer opened just before the GoAway reached it would then fail during
+// a graceful drain. Here such a stream is still accepted and served; see
+// "Drain" in doc.go for how the session then ends without a race.
+func (s *Session) GoAway() error {
+	if err := s.conn.sendGoAway(); err != nil {
+		return fmt.Errorf("send goaway: %w", err)
+	}
+	return nil
+}
+
+// RemoteGoAway is closed when the peer's GoAway arrives, or when a client
+// session retires itself (MaxLifetime): either way the session must take no
+// new streams, and the pool drains it.
+func (s *Session) RemoteGoAway() <-chan struct{} { return s.conn.goAway }
 
 // OpenStream opens a stream (client side). A retired session refuses, the
 // way a peer's GoAway does, so callers move to another session.
@@ -353,6 +373,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("confirm session with %s: %w", d.Address, err)
 	}
 	s.RTT = rtt
+	s.Server = d.Address
 	return s, nil
 }
 
@@ -397,6 +418,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		Remote:      tconn.RemoteAddr(),
 		Established: time.Now(),
 		conn:        fc,
+		client:      client,
 	}
 	every, timeout := sc.keepAlive()
 	go newWatchdog(s, every, timeout).run(every, timeout)

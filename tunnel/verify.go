@@ -44,6 +44,7 @@ const (
 	ReasonOCSPUnavailable  Reason = "ocsp_unavailable"
 	ReasonPeerRejected     Reason = "rejected_by_peer"
 	ReasonPeerClosed       Reason = "peer_closed"
+	ReasonUnreachable      Reason = "unreachable" // the TCP connect failed: refused, no route, unknown host
 	ReasonProtocol         Reason = "protocol_error"
 )
 
@@ -294,6 +295,8 @@ func Classify(err error) Reason {
 		return ReasonNotTLS
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
+	case errors.As(err, &op) && op.Op == "dial":
+		return ReasonUnreachable
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
 		return ReasonPeerClosed
 	case errors.As(err, &op) && op.Op == "remote error":

@@ -1,0 +1,192 @@
+package integration
+
+// Helpers for the reconnect and several-server tests: continuous load with
+// checksums, a "server" that is down but listening, and a record of the
+// backoff's random draws.
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// load runs workers that each make one echo transfer after another through
+// addr (random sizes, SHA-256 of what comes back against what went), until
+// finish. Every failed transfer is kept.
+type load struct {
+	mu      sync.Mutex
+	ok      int
+	fails   []error
+	changed chan struct{} // closed and replaced on every finished transfer
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startLoad(t testing.TB, addr string, workers int) *load {
+	l := &load{changed: make(chan struct{}), stop: make(chan struct{})}
+	for i := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			sizes := rand.New(rand.NewPCG(uint64(i), 7))
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				n := 1 + sizes.IntN(256<<10)
+				err := echoCheck(t, addr, n)
+				l.mu.Lock()
+				if err != nil {
+					l.fails = append(l.fails, fmt.Errorf("worker %d, %d bytes, at %s: %w", i, n, time.Now().Format("15:04:05.000"), err))
+				} else {
+					l.ok++
+				}
+				close(l.changed)
+				l.changed = make(chan struct{})
+				l.mu.Unlock()
+			}
+		}()
+	}
+	t.Cleanup(func() { l.finish() })
+	return l
+}
+
+// waitOK waits until n more transfers have succeeded.
+func (l *load) waitOK(t testing.TB, n int) {
+	t.Helper()
+	l.mu.Lock()
+	want := l.ok + n
+	l.mu.Unlock()
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		ok, fails, changed := l.ok, len(l.fails), l.changed
+		l.mu.Unlock()
+		if ok >= want {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("load: %d transfers ok, waiting for %d; %d failed", ok, want, fails)
+		}
+	}
+}
+
+// finish stops the workers, waits for them and returns the counts.
+func (l *load) finish() (int, []error) {
+	l.mu.Lock()
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok, l.fails
+}
+
+// downServer listens on 127.0.0.1:0 and closes every connection at once:
+// a server agent that is down (the client's TLS handshake meets EOF) on an
+// address that stays ours, so a real server can take it over later. Each
+// accepted connection's time goes to attempts.
+type downServer struct {
+	ln       net.Listener
+	attempts chan time.Time
+	done     chan struct{}
+}
+
+func startDownServer(t testing.TB) *downServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &downServer{ln: ln, attempts: make(chan time.Time, 1000), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			select {
+			case d.attempts <- time.Now():
+			default:
+			}
+		}
+	}()
+	t.Cleanup(d.close)
+	return d
+}
+
+func (d *downServer) addr() string { return d.ln.Addr().String() }
+
+// close stops listening (the address is free for a real server) and waits
+// for the accept loop.
+func (d *downServer) close() {
+	d.ln.Close()
+	<-d.done
+}
+
+// next waits for the next connection attempt.
+func (d *downServer) next(t testing.TB) time.Time {
+	t.Helper()
+	timeout := time.NewTimer(20 * time.Second)
+	defer timeout.Stop()
+	select {
+	case at := <-d.attempts:
+		return at
+	case <-timeout.C:
+		t.Fatal("no connection attempt within 20s")
+		return time.Time{}
+	}
+}
+
+// draws is a seeded random source for tunnel.Reconnect.Rand that keeps
+// every draw: the bound asked for and the delay returned.
+type draws struct {
+	mu     sync.Mutex
+	src    *rand.Rand
+	bounds []time.Duration
+	delays []time.Duration
+}
+
+func newDraws(seed uint64) *draws { return &draws{src: rand.New(rand.NewPCG(seed, seed))} }
+
+func (d *draws) Int64N(n int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := d.src.Int64N(n)
+	d.bounds = append(d.bounds, time.Duration(n))
+	d.delays = append(d.delays, time.Duration(v))
+	return v
+}
+
+func (d *draws) snapshot() (bounds, delays []time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]time.Duration(nil), d.bounds...), append([]time.Duration(nil), d.delays...)
+}
+
+// freeAddr returns a loopback address nothing listens on: a server that
+// is down and refuses connections.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -1,0 +1,210 @@
+package tunnel
+
+import (
+	"context"
+	"log/slog"
+	"math/bits"
+	"time"
+)
+
+// serverPool is the part of a Pool that keeps sessions to one server: its
+// sessions, its dial loop and its backoff. Fields are guarded by Pool.mu.
+type serverPool struct {
+	p       *Pool
+	dialer  *Dialer
+	rc      Reconnect // with defaults applied
+	members []*member
+	backoff backoff
+	// Timing of dials. Losses (a failed dial, an ended session) push
+	// retryAt out by the next backoff delay; no dial starts before it,
+	// except that apps waiting for a session allow one every rc.Waiting.
+	retryAt   time.Time
+	lastDial  time.Time // start of the last dial
+	lastLoss  time.Time
+	failures  int   // dials failed in a row, for the logs and Status
+	lastErr   error // of the last dial; nil once one succeeds
+	lastErrAt time.Time
+	wake      chan struct{} // buffered: something changed, look again
+}
+
+func (sp *serverPool) poke() {
+	select {
+	case sp.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the server's dial loop: one dial at a time, when the server is
+// below its floor of sessions (or apps wait and every session is full) and
+// the backoff allows.
+func (sp *serverPool) run(ctx context.Context) {
+	defer sp.p.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		wait, need := sp.next(time.Now())
+		if need && wait <= 0 {
+			sp.dial(ctx)
+			continue
+		}
+		var fire <-chan time.Time
+		if need {
+			timer.Reset(wait)
+			fire = timer.C
+		}
+		select {
+		case <-fire:
+		case <-sp.wake:
+		case <-ctx.Done():
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// next says whether a dial is wanted and how long to wait for it.
+func (sp *serverPool) next(now time.Time) (time.Duration, bool) {
+	p := sp.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, false
+	}
+	need := sp.slotsLocked() < p.size() || (p.waiting > 0 && !sp.roomLocked())
+	if !need {
+		return 0, false
+	}
+	at := sp.retryAt
+	if p.waiting > 0 {
+		if soon := sp.lastDial.Add(sp.rc.Waiting); soon.Before(at) {
+			at = soon
+		}
+	}
+	return at.Sub(now), true
+}
+
+// slotsLocked counts the sessions towards the floor: those not draining,
+// including one that has just died, until its watcher has dropped it and
+// scheduled the redial with backoff.
+func (sp *serverPool) slotsLocked() int {
+	n := 0
+	for _, m := range sp.members {
+		if !m.draining {
+			n++
+		}
+	}
+	return n
+}
+
+func (sp *serverPool) usableLocked() int {
+	n := 0
+	for _, m := range sp.members {
+		if m.usable() {
+			n++
+		}
+	}
+	return n
+}
+
+// roomLocked reports whether some usable session is below its stream cap.
+func (sp *serverPool) roomLocked() bool {
+	for _, m := range sp.members {
+		if m.usable() && m.load() < sp.dialer.Session.StreamCap() {
+			return true
+		}
+	}
+	return false
+}
+
+// lostLocked schedules the next dial after a loss: a failed dial, or the
+// session ended (nil if the loss is a dial). The backoff starts again from
+// Base if a session was up for rc.Healthy since the previous loss.
+func (sp *serverPool) lostLocked(now time.Time, ended *Session) time.Duration {
+	healthy := func(s *Session) bool {
+		up := s.Established
+		if up.Before(sp.lastLoss) {
+			up = sp.lastLoss
+		}
+		return now.Sub(up) >= sp.rc.Healthy
+	}
+	reset := ended != nil && healthy(ended)
+	for _, m := range sp.members {
+		reset = reset || healthy(m.s)
+	}
+	if reset {
+		sp.backoff.reset()
+	}
+	sp.lastLoss = now
+	if ended != nil && sp.retryAt.After(now) {
+		return sp.retryAt.Sub(now) // already waiting: sessions often end together
+	}
+	delay := sp.backoff.next()
+	sp.retryAt = now.Add(delay)
+	sp.poke()
+	return delay
+}
+
+func (sp *serverPool) dial(ctx context.Context) {
+	p := sp.p
+	p.mu.Lock()
+	sp.lastDial = time.Now()
+	p.mu.Unlock()
+	s, err := sp.dialer.Dial(ctx)
+	p.mu.Lock()
+	if err != nil {
+		if ctx.Err() != nil { // Close
+			p.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		delay := sp.lostLocked(now, nil)
+		sp.failures++
+		sp.lastErr, sp.lastErrAt = err, now
+		failures := sp.failures
+		p.signalLocked() // waiting apps may give up on a refusal
+		p.mu.Unlock()
+		sp.logFailure(err, failures, delay)
+		return
+	}
+	after := sp.failures
+	sp.failures, sp.lastErr, sp.retryAt = 0, nil, time.Time{}
+	p.mu.Unlock()
+	// Logged before the session is handed out, so that the line comes
+	// before any stream on it.
+	attrs := []any{"server", sp.dialer.Address, "peer", PeerID(s.Peer), "remote", s.Remote.String(), "rtt", s.RTT}
+	if after > 0 {
+		attrs = append(attrs, "failed_dials", after)
+	}
+	p.log().Info("session established", attrs...)
+	if p.Guard != nil {
+		p.Guard.Add(s)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := &member{s: s, sp: sp, idle: make(chan struct{}, 1)}
+	sp.members = append(sp.members, m)
+	p.bySession[s] = m
+	p.wg.Add(1)
+	go p.watch(m) // also when closed: it sees the session end and cleans up
+	if p.closed {
+		s.Close()
+		return
+	}
+	p.signalLocked()
+}
+
+// logFailure logs a failed dial without flooding: the first of a row as an
+// error, then warnings at the 2nd, 4th, 8th... failure (about one every
+// doubling of the downtime once the delay is capped), the rest at debug.
+func (sp *serverPool) logFailure(err error, failures int, delay time.Duration) {
+	level := slog.LevelDebug
+	switch {
+	case failures == 1:
+		level = slog.LevelError
+	case bits.OnesCount(uint(failures)) == 1:
+		level = slog.LevelWarn
+	}
+	sp.p.log().Log(context.Background(), level, "session dial failed", "server", sp.dialer.Address,
+		"reason", Classify(err), "err", err, "failures", failures, "retry_in", delay.Round(time.Millisecond))
+}
