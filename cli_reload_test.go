@@ -175,7 +175,7 @@ func pairPEM(t *testing.T, c tls.Certificate) (certPEM, keyPEM []byte) {
 	return certs.EncodeCertPEM(c.Leaf), keyPEM
 }
 
-// writeFile writes data to name in place (truncate, then write), as
+// writeInPlace writes data to name in place (truncate, then write), as
 // "cp" and many scripts do.
 func writeInPlace(t *testing.T, name string, data []byte) {
 	t.Helper()
