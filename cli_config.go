@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -138,8 +139,13 @@ func pickTLS(c *cli.Context, f fileTLS, file string) tlsSettings {
 // credentials loads and checks the key pair, the trust bundle and the
 // optional intermediates. usage is the role of our own certificate: a server
 // certificate must allow ServerAuth. It also returns every CA certificate it
-// read (where CRL issuers are looked up).
+// read (where CRL issuers are looked up). Start-up and reloads
+// (cli_reload.go) both use it, so a reload passes the checks of a start.
+// A file's error is a *fileError naming it.
 func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, uint16, []*x509.Certificate, error) {
+	fail := func(file string, err error) (*tunnel.Credentials, uint16, []*x509.Certificate, error) {
+		return nil, 0, nil, configErr(&fileError{file: file, err: err})
+	}
 	for _, s := range []setting{t.cert, t.key, t.ca} {
 		if s.value == "" {
 			return nil, 0, nil, configErrorf("%s is required", s.source)
@@ -147,28 +153,28 @@ func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, u
 	}
 	pair, err := certs.LoadKeyPair(t.cert.value, t.key.value)
 	if err != nil {
-		return nil, 0, nil, configErrorf("%s / %s: %w", t.cert.source, t.key.source, err)
+		return fail(pairFile(err, t.cert.value, t.key.value), fmt.Errorf("%s / %s: %w", t.cert.source, t.key.source, err))
 	}
 	roots, cas, err := certs.LoadPool(t.ca.value)
 	if err != nil {
-		return nil, 0, nil, configErrorf("%s: %w", t.ca.source, err)
+		return fail(t.ca.value, fmt.Errorf("%s: %w", t.ca.source, err))
 	}
 	var extra []*x509.Certificate
 	if t.intermediates.value != "" {
 		if _, extra, err = certs.LoadPool(t.intermediates.value); err != nil {
-			return nil, 0, nil, configErrorf("%s: %w", t.intermediates.source, err)
+			return fail(t.intermediates.value, fmt.Errorf("%s: %w", t.intermediates.source, err))
 		}
 	}
 	var sent []*x509.Certificate
 	for _, der := range pair.Certificate[1:] {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, 0, nil, configErrorf("%s: intermediate certificate: %w", t.cert.source, err)
+			return fail(t.cert.value, fmt.Errorf("%s: intermediate certificate: %w", t.cert.source, err))
 		}
 		sent = append(sent, c)
 	}
 	if err := certs.VerifyChain(pair.Leaf, append(sent, extra...), roots, usage); err != nil {
-		return nil, 0, nil, configErrorf("%s checked against %s: %w", t.cert.source, t.ca.source, err)
+		return fail(t.cert.value, fmt.Errorf("%s checked against %s: %w", t.cert.source, t.ca.source, err))
 	}
 	mv, err := parseTLSVersion(t.minVersion)
 	if err != nil {
@@ -181,6 +187,31 @@ func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, u
 		Intermediates: extra,
 		Issuer:        ownIssuer(pair.Leaf, all),
 	}, mv, all, nil
+}
+
+// fileError is a credential file that failed to load, and why. Its message
+// is err's; file is there for the reload log's "file" attribute.
+type fileError struct {
+	file string
+	err  error
+}
+
+func (e *fileError) Error() string { return e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
+
+// pairFile names the file of a key pair that a certs.LoadKeyPair error is
+// about.
+func pairFile(err error, cert, key string) string {
+	var pathErr *fs.PathError
+	switch {
+	case errors.As(err, &pathErr):
+		return pathErr.Path
+	case errors.Is(err, certs.ErrKeyMismatch):
+		return cert + " + " + key
+	case errors.Is(err, certs.ErrNoKey), errors.Is(err, certs.ErrInvalidKey):
+		return key
+	}
+	return cert
 }
 
 func parseTLSVersion(s setting) (uint16, error) {

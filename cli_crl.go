@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync/atomic"
-	"time"
 
 	"github.com/mtunnel/mtunnel/certs"
 )
@@ -15,33 +12,21 @@ import (
 // crlWatcher keeps the CRL files loaded: at start every file must load
 // (a configuration error otherwise); afterwards a changed file that fails to
 // load, or that would roll the CRL number back, is refused with an error in
-// the log and the last good CRL stays in force.
+// the log and the last good CRL stays in force. The agent's reloader
+// (cli_reload.go) decides when to look.
 type crlWatcher struct {
 	files []string
-	cas   []*x509.Certificate // where CRL issuers are looked up
+	cas   []*x509.Certificate // where CRL issuers are looked up; the reloader updates it
 	log   *slog.Logger
 
 	set  atomic.Pointer[certs.CRLSet]
-	seen map[string]fileStamp // what each file looked like when last read
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-func stamp(file string) fileStamp {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return fileStamp{}
-	}
-	return fileStamp{fi.ModTime(), fi.Size()}
+	seen map[string]fileSum // each file's contents when last read
 }
 
 func (w *crlWatcher) current() *certs.CRLSet { return w.set.Load() }
 
 func (w *crlWatcher) loadAll() error {
-	w.seen = map[string]fileStamp{}
+	w.seen = map[string]fileSum{}
 	set := &certs.CRLSet{}
 	for _, f := range w.files {
 		crl, err := certs.LoadCRL(f, w.cas)
@@ -51,7 +36,7 @@ func (w *crlWatcher) loadAll() error {
 		if err != nil {
 			return fmt.Errorf("--crl: %w", err)
 		}
-		w.seen[f] = stamp(f)
+		w.seen[f] = sumFile(f)
 	}
 	w.set.Store(set)
 	return nil
@@ -63,11 +48,11 @@ func (w *crlWatcher) reload(force bool) bool {
 	set := w.set.Load()
 	changed := false
 	for _, f := range w.files {
-		st := stamp(f)
-		if !force && st == w.seen[f] {
+		sum := sumFile(f)
+		if !force && sum == w.seen[f] {
 			continue
 		}
-		w.seen[f] = st
+		w.seen[f] = sum
 		crl, err := certs.LoadCRL(f, w.cas)
 		if err == nil {
 			set, err = set.Update(crl)
@@ -84,26 +69,6 @@ func (w *crlWatcher) reload(force bool) bool {
 		w.set.Store(set)
 	}
 	return changed
-}
-
-// watch polls the files every interval and reloads all of them on SIGHUP,
-// calling onChange after each change.
-func (w *crlWatcher) watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, onChange func()) {
-	t := time.NewTicker(max(interval, 100*time.Millisecond))
-	defer t.Stop()
-	for {
-		force := false
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-hup:
-			force = true
-		}
-		if w.reload(force) {
-			onChange()
-		}
-	}
 }
 
 func (w *crlWatcher) logger() *slog.Logger {

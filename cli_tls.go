@@ -23,7 +23,7 @@ func verifyFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "crl", Usage: "CRL `FILE` (PEM or DER), repeatable; reloaded when it changes and on SIGHUP", EnvVars: env("CRL")},
 		&cli.StringFlag{Name: "crl-stale", Value: "fail", Usage: "a CRL past its next update (plus --crl-grace): fail or warn", EnvVars: env("CRL_STALE")},
 		&cli.DurationFlag{Name: "crl-grace", Value: time.Hour, Usage: "how long past its next update a CRL is still accepted", EnvVars: env("CRL_GRACE")},
-		&cli.DurationFlag{Name: "crl-reload-interval", Value: 10 * time.Second, Usage: "how often CRL files are checked for changes", EnvVars: env("CRL_RELOAD_INTERVAL")},
+		&cli.DurationFlag{Name: "crl-reload-interval", Value: 10 * time.Second, Usage: "how often certificate, key, CA and CRL files are read for changes when they cannot be watched (fsnotify)", EnvVars: env("CRL_RELOAD_INTERVAL")},
 		&cli.StringFlag{Name: "ocsp", Value: "off", Usage: "OCSP checking: off, soft (allow when the responder cannot answer) or hard", EnvVars: env("OCSP")},
 		&cli.DurationFlag{Name: "ocsp-timeout", Value: 5 * time.Second, Usage: "bound on one OCSP request", EnvVars: env("OCSP_TIMEOUT")},
 		&cli.DurationFlag{Name: "clock-skew", Value: time.Minute, Usage: "allowed clock difference on certificate validity", EnvVars: env("CLOCK_SKEW")},
@@ -36,6 +36,7 @@ func verifyFlags() []cli.Flag {
 type agentTLS struct {
 	policy  tunnel.TLSPolicy
 	store   *tunnel.CredentialStore
+	creds   *credReloader
 	revoke  *tunnel.Revocation
 	crls    *crlWatcher     // nil without --crl
 	stapler *tunnel.Stapler // nil unless a server staples OCSP
@@ -43,12 +44,13 @@ type agentTLS struct {
 
 // buildTLS loads credentials and assembles the verification policy.
 func buildTLS(c *cli.Context, f fileTLS, file string, own x509.ExtKeyUsage) (*agentTLS, error) {
-	t := pickTLS(c, f, file)
-	creds, minVersion, cas, err := t.credentials(own)
+	reload := &credReloader{settings: pickTLS(c, f, file), usage: own}
+	creds, minVersion, cas, err := reload.load()
 	if err != nil {
 		return nil, err
 	}
-	a := &agentTLS{store: tunnel.NewCredentialStore(creds)}
+	a := &agentTLS{store: tunnel.NewCredentialStore(creds), creds: reload}
+	reload.store = a.store
 	a.policy = tunnel.TLSPolicy{
 		Credentials: a.store.Load,
 		MinVersion:  minVersion,
@@ -94,6 +96,7 @@ func buildTLS(c *cli.Context, f fileTLS, file string, own x509.ExtKeyUsage) (*ag
 // setLogger points every part at the agent's logger.
 func (a *agentTLS) setLogger(log *slog.Logger) {
 	a.policy.Logger = log
+	a.creds.log = log
 	if a.revoke != nil {
 		a.revoke.Logger = log
 	}
@@ -105,21 +108,25 @@ func (a *agentTLS) setLogger(log *slog.Logger) {
 	}
 }
 
-// start runs the background jobs until ctx is done; recheck is called
-// after a CRL change so open sessions are judged by it at once. The
-// returned func waits for the jobs to end.
+// start runs the background jobs until ctx is done: the reloader of the
+// certificate, key, CA and CRL files (SIGHUP forces a reload) and the OCSP
+// stapler. recheck is called after a CRL change so open sessions are judged
+// by it at once. The returned func waits for the jobs to end.
 func (a *agentTLS) start(ctx context.Context, c *cli.Context, recheck func()) (wait func()) {
 	var wg sync.WaitGroup
-	if a.crls != nil {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer signal.Stop(hup)
-			a.crls.watch(ctx, c.Duration("crl-reload-interval"), hup, recheck)
-		}()
+	r := &reloader{creds: a.creds, crls: a.crls, poll: c.Duration("crl-reload-interval"), onCRL: recheck, log: a.policy.Logger}
+	if a.stapler != nil {
+		r.onCreds = a.stapler.Refresh // new credentials come without a staple
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	src := r.open()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer signal.Stop(hup)
+		r.run(ctx, hup, src)
+	}()
 	if a.stapler != nil {
 		wg.Add(1)
 		go func() {

@@ -16,6 +16,10 @@ var (
 	// ErrNoCertificate reports input that holds no PEM CERTIFICATE block.
 	ErrNoCertificate = errors.New("no PEM CERTIFICATE block")
 
+	// ErrCorruptPEM reports a PEM block that is cut short or damaged, most
+	// often a file read while it was still being written.
+	ErrCorruptPEM = errors.New("truncated or corrupt PEM block")
+
 	// ErrNoKey reports input that holds no usable PEM private key block.
 	ErrNoKey = errors.New("no PEM private key block")
 

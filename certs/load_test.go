@@ -1,6 +1,7 @@
 package certs_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -164,5 +165,50 @@ func TestLoadPoolMalformedCertificate(t *testing.T) {
 	file := writeFile(t, t.TempDir(), "bad.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}}))
 	if _, _, err := certs.LoadPool(file); err == nil {
 		t.Error("LoadPool accepted a malformed certificate")
+	}
+}
+
+// TestParseTruncatedPEM cuts a two-certificate bundle and a key at every
+// byte, as a reader racing a writer would see them: a cut inside a block
+// must fail with ErrCorruptPEM (or find no block at all), never pass for a
+// shorter bundle; only a cut between blocks may parse.
+func TestParseTruncatedPEM(t *testing.T) {
+	a, b := certstest.New(t), certstest.New(t)
+	bundle := certs.EncodeCertPEM(a.Cert, b.Cert)
+	for i := range len(bundle) {
+		cut := bundle[:i]
+		got, err := certs.ParseCertificatesPEM(cut)
+		whole := bytes.HasSuffix(bytes.TrimSpace(cut), []byte("-----END CERTIFICATE-----"))
+		switch {
+		case err == nil && !whole:
+			t.Fatalf("bundle cut at %d of %d parsed as %d certificates", i, len(bundle), len(got))
+		case err != nil && whole:
+			t.Fatalf("bundle cut between blocks at %d: %v", i, err)
+		case err != nil && !errors.Is(err, certs.ErrCorruptPEM) && !errors.Is(err, certs.ErrNoCertificate):
+			t.Fatalf("bundle cut at %d: %v, want ErrCorruptPEM", i, err)
+		}
+		if err != nil && i > len(bundle)/2 && !errors.Is(err, certs.ErrCorruptPEM) {
+			t.Fatalf("second block cut at %d: %v, want ErrCorruptPEM", i, err)
+		}
+	}
+	keyPEM, err := certs.EncodeKeyPEM(a.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range len(keyPEM) {
+		cut := keyPEM[:i]
+		_, err := certs.ParsePrivateKeyPEM(cut)
+		whole := bytes.HasSuffix(bytes.TrimSpace(cut), []byte("-----END PRIVATE KEY-----"))
+		if (err == nil) != whole {
+			t.Fatalf("key cut at %d of %d: err = %v", i, len(keyPEM), err)
+		}
+		if err != nil && bytes.Contains(cut, []byte("-----BEGIN")) && !errors.Is(err, certs.ErrCorruptPEM) {
+			t.Fatalf("key cut at %d: %v, want ErrCorruptPEM", i, err)
+		}
+	}
+	// A damaged block in the middle is not skipped either.
+	damaged := bytes.Replace(certs.EncodeCertPEM(a.Cert, b.Cert, a.Cert), []byte("-----END CERTIFICATE-----"), []byte("-----END CERTIFICATX-----"), 1)
+	if _, err := certs.ParseCertificatesPEM(damaged); !errors.Is(err, certs.ErrCorruptPEM) {
+		t.Fatalf("bundle with a damaged first block: %v, want ErrCorruptPEM", err)
 	}
 }

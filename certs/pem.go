@@ -40,11 +40,15 @@ func EncodeKeyPEM(key crypto.Signer) ([]byte, error) {
 // ParseCertificatesPEM parses every CERTIFICATE block in data, in order,
 // skipping blocks of other types. It fails with ErrNoCertificate when there
 // is none, and says so when data holds a private key instead, the usual sign
-// of certificate and key files given the wrong way round.
+// of certificate and key files given the wrong way round. It fails with
+// ErrCorruptPEM when a block is cut short or damaged: pem.Decode skips such
+// a block silently, and a bundle or chain read while it is being written
+// must not pass for a shorter one.
 func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	var other []string
-	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+	block, rest := pem.Decode(data)
+	for ; block != nil; block, rest = pem.Decode(rest) {
 		if block.Type != blockCertificate {
 			other = append(other, block.Type)
 			continue
@@ -54,6 +58,9 @@ func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 			return nil, fmt.Errorf("parse certificate #%d: %w", len(certs)+1, err)
 		}
 		certs = append(certs, c)
+	}
+	if err := checkComplete(data, rest, len(certs)+len(other)); err != nil {
+		return nil, err
 	}
 	if len(certs) > 0 {
 		return certs, nil
@@ -89,6 +96,9 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	if sawCert {
 		return nil, fmt.Errorf("%w: found a CERTIFICATE block instead: is it a certificate file? inputs may have been switched", ErrNoKey)
 	}
+	if bytes.Contains(data, []byte(pemBegin)) {
+		return nil, fmt.Errorf("%w: %w", ErrNoKey, ErrCorruptPEM)
+	}
 	return nil, fmt.Errorf("%w: input is empty or not PEM", ErrNoKey)
 }
 
@@ -123,4 +133,21 @@ func isKeyBlock(blockType string) bool {
 		return true
 	}
 	return false
+}
+
+const pemBegin = "-----BEGIN"
+
+// checkComplete reports ErrCorruptPEM when data holds more block openings
+// than the n blocks pem.Decode found in it (a damaged block, which Decode
+// skips), or when what is left after the last block, rest, is the start of
+// another one, even cut inside its BEGIN line.
+func checkComplete(data, rest []byte, n int) error {
+	if found := bytes.Count(data, []byte(pemBegin)); found > n {
+		return fmt.Errorf("%w: %d blocks begin, %d are whole", ErrCorruptPEM, found, n)
+	}
+	tail := bytes.TrimSpace(rest)
+	if bytes.Contains(tail, []byte("-----")) || (len(tail) > 0 && bytes.HasPrefix([]byte(pemBegin), tail)) {
+		return fmt.Errorf("%w: the data ends inside a block", ErrCorruptPEM)
+	}
+	return nil
 }

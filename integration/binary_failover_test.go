@@ -188,7 +188,7 @@ func TestOneOfTwoServersKilledBinary(t *testing.T) {
 		client.waitLogN(t, n+1, "session ended", "server", addrs[0])
 	}
 	before := servers[1].count("stream ended", "result", "ok")
-	l := startLoad(t, local, 8)
+	l := startLoad(t, 8, echoLoad(t, local))
 	l.waitOK(t, 100)
 	ok, fails := l.finish()
 	for _, err := range fails {
@@ -205,7 +205,7 @@ func TestRollingRestartBinary(t *testing.T) {
 	k := newBinPKI(t, t.TempDir())
 	target := backend(t, echo)
 	servers, addrs, client, local := twoServers(t, k, target)
-	l := startLoad(t, local, 8)
+	l := startLoad(t, 8, echoLoad(t, local))
 	l.waitOK(t, 50)
 	for i, addr := range addrs {
 		n := client.count("session established", "server", addr)

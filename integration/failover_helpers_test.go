@@ -1,98 +1,15 @@
 package integration
 
-// Helpers for the reconnect and several-server tests: continuous load with
-// checksums, a "server" that is down but listening, and a record of the
-// backoff's random draws.
+// Helpers for the reconnect and several-server tests: a "server" that is
+// down but listening, and a record of the backoff's random draws.
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
 	"time"
 )
-
-// load runs workers that each make one echo transfer after another through
-// addr (random sizes, SHA-256 of what comes back against what went), until
-// finish. Every failed transfer is kept.
-type load struct {
-	mu      sync.Mutex
-	ok      int
-	fails   []error
-	changed chan struct{} // closed and replaced on every finished transfer
-	stop    chan struct{}
-	wg      sync.WaitGroup
-}
-
-func startLoad(t testing.TB, addr string, workers int) *load {
-	l := &load{changed: make(chan struct{}), stop: make(chan struct{})}
-	for i := range workers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			sizes := rand.New(rand.NewPCG(uint64(i), 7))
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				n := 1 + sizes.IntN(256<<10)
-				err := echoCheck(t, addr, n)
-				l.mu.Lock()
-				if err != nil {
-					l.fails = append(l.fails, fmt.Errorf("worker %d, %d bytes, at %s: %w", i, n, time.Now().Format("15:04:05.000"), err))
-				} else {
-					l.ok++
-				}
-				close(l.changed)
-				l.changed = make(chan struct{})
-				l.mu.Unlock()
-			}
-		}()
-	}
-	t.Cleanup(func() { l.finish() })
-	return l
-}
-
-// waitOK waits until n more transfers have succeeded.
-func (l *load) waitOK(t testing.TB, n int) {
-	t.Helper()
-	l.mu.Lock()
-	want := l.ok + n
-	l.mu.Unlock()
-	deadline := time.NewTimer(60 * time.Second)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		ok, fails, changed := l.ok, len(l.fails), l.changed
-		l.mu.Unlock()
-		if ok >= want {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("load: %d transfers ok, waiting for %d; %d failed", ok, want, fails)
-		}
-	}
-}
-
-// finish stops the workers, waits for them and returns the counts.
-func (l *load) finish() (int, []error) {
-	l.mu.Lock()
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ok, l.fails
-}
 
 // downServer listens on 127.0.0.1:0 and closes every connection at once:
 // a server agent that is down (the client's TLS handshake meets EOF) on an

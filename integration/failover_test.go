@@ -307,7 +307,7 @@ func TestRollingRestartInProcess(t *testing.T) {
 	for _, srv := range []string{a, b} {
 		f.logs.waitForN(t, "sessions to "+srv, 2, established(srv))
 	}
-	l := startLoad(t, local, 8)
+	l := startLoad(t, 8, echoLoad(t, local))
 	l.waitOK(t, 50)
 	stops := map[string]func(){a: stopA, b: stopB}
 	for _, srv := range []string{a, b} {

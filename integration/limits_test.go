@@ -206,3 +206,56 @@ func TestSessionLifetime(t *testing.T) {
 		return r.msg == "session ended" && r.attrs["agent"] == "server" && strings.Contains(r.attrs["reason"], "session lifetime exceeded")
 	})
 }
+
+// TestPoolGrowsUnderBurst: 20 app connections arrive at once and are all
+// held open while a session carries one stream at most; the pool must dial
+// a session for each (it once went to sleep when a fresh session still had
+// room at the moment it looked, leaving the other apps waiting).
+func TestPoolGrowsUnderBurst(t *testing.T) {
+	w := &world{logs: newLogSink(t)}
+	w.ca = certstest.New(t)
+	w.echoAddr = backend(t, echo)
+	one := tunnel.SessionConfig{MaxStreams: 1}
+	w.serverAddr = startServer(t, server.Config{
+		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
+		Session: one,
+		Logger:  w.logs.logger("server"),
+	})
+	local := startClient(t, client.Config{
+		Servers:     []string{w.serverAddr},
+		TLS:         tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
+		Routes:      []client.Route{{}},
+		Session:     one,
+		Sessions:    1,
+		ConnectWait: 5 * time.Second,
+		Logger:      w.logs.logger("client"),
+	})[0]
+	const n = 20
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c, err := net.Dial("tcp", local)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			c.Write([]byte("hi"))
+			_, err = io.ReadFull(c, make([]byte, 2))
+			errs <- err
+			if err == nil {
+				io.Copy(io.Discard, c) // hold the stream until the test ends
+			}
+		}()
+	}
+	for i := range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("connection %d of a burst of %d: %v\n%s", i+1, n, err, w.logs.dump())
+		}
+	}
+	if got := w.logs.count(msgAttr("session established", "agent", "client")); got < n {
+		t.Errorf("%d sessions for %d streams at one per session", got, n)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ocsp"
+
 	"github.com/mtunnel/mtunnel/certs"
 	"github.com/mtunnel/mtunnel/certs/certstest"
 	"github.com/mtunnel/mtunnel/client"
@@ -214,6 +216,39 @@ func TestOCSPStaple(t *testing.T) {
 	sess.Staple = nil
 	if err := policy.VerifyServer(sess); tunnel.Classify(err) != tunnel.ReasonOCSPUnavailable {
 		t.Fatalf("recheck without a staple: %v, want ocsp_unavailable", err)
+	}
+}
+
+// TestOCSPStapleAfterReload: credentials stored by a reload come without a
+// staple; Stapler.Refresh staples them at once rather than at the next
+// scheduled refresh (halfway to NextUpdate, or an hour).
+func TestOCSPStapleAfterReload(t *testing.T) {
+	p := newOCSPPKI(t)
+	logs := newLogSink(t)
+	first, second := p.server(t), p.server(t)
+	p.publish(t)
+	store := tunnel.NewCredentialStore(&tunnel.Credentials{Certificate: first, Roots: p.ca.Pool(), Issuer: p.ca.Cert})
+	s := &tunnel.Stapler{Store: store, Client: &certs.OCSPClient{Timeout: 2 * time.Second}, Logger: logs.logger("stapler")}
+	runStapler(t, s)
+	refreshed := msgAttr("OCSP staple refreshed", "agent", "stapler", "status", "good")
+	logs.waitFor(t, "first staple", refreshed)
+
+	store.Store(&tunnel.Credentials{Certificate: second, Roots: p.ca.Pool(), Issuer: p.ca.Cert})
+	s.Refresh()
+	n := 0
+	logs.waitFor(t, "a second staple", func(r record) bool {
+		if refreshed(r) {
+			n++
+		}
+		return n == 2
+	})
+	got := store.Load().Certificate
+	if got.Leaf != second.Leaf || got.OCSPStaple == nil {
+		t.Fatal("the reloaded certificate was not stapled")
+	}
+	res, err := ocsp.ParseResponseForCert(got.OCSPStaple, second.Leaf, p.ca.Cert)
+	if err != nil || res.Status != ocsp.Good {
+		t.Fatalf("staple of the reloaded certificate: %v, status %v", err, res)
 	}
 }
 

@@ -152,11 +152,14 @@ func (p *Pool) Open(ctx context.Context) (*Stream, *Session, error) {
 		}
 		if !waiting {
 			waiting = true
-			if p.waiting++; p.waiting == 1 {
-				for _, sp := range p.servers {
-					sp.poke() // dial promptly, and beyond the floor if all are full
-				}
-			}
+			p.waiting++
+		}
+		// Every time, not only when the first app starts waiting: a dial
+		// loop that looked while a fresh session still had room (before the
+		// app it woke took it) went back to sleep, and must look again
+		// while apps still wait.
+		for _, sp := range p.servers {
+			sp.poke() // dial promptly, and beyond the floor if all are full
 		}
 		changed := p.changesLocked()
 		p.mu.Unlock()

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/mtunnel/mtunnel/certs"
@@ -15,10 +16,28 @@ type Stapler struct {
 	Store  *CredentialStore
 	Client *certs.OCSPClient
 	Logger *slog.Logger
+
+	wakeOnce sync.Once
+	wake     chan struct{} // Refresh asks Run for a refresh now
+}
+
+// Refresh makes Run fetch a staple now rather than at the next scheduled
+// refresh. Call it after new credentials were stored: they come without a
+// staple, and the next scheduled refresh may be hours away.
+func (s *Stapler) Refresh() {
+	select {
+	case s.wakeChan() <- struct{}{}:
+	default: // a refresh is already due
+	}
+}
+
+func (s *Stapler) wakeChan() chan struct{} {
+	s.wakeOnce.Do(func() { s.wake = make(chan struct{}, 1) })
+	return s.wake
 }
 
 // Run refreshes the staple until ctx is done: halfway to the response's
-// NextUpdate, and after a minute when a fetch failed.
+// NextUpdate, after a minute when a fetch failed, and on Refresh.
 func (s *Stapler) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -27,6 +46,7 @@ func (s *Stapler) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.wakeChan():
 		}
 		t.Reset(s.refresh(ctx))
 	}
