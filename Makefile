@@ -1,13 +1,15 @@
 # mtunnel: `make demo` runs the whole tunnel in one process; `make test`
-# runs every test (unit, integration, the built binary) with -race.
+# runs every test (unit, integration, the built binary) with -race;
+# `make fuzz` runs each fuzz target for a while.
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin/mtunnel
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
+FUZZTIME ?= 10s
 
-.PHONY: all build test demo lint fmt clean bench
+.PHONY: all build test fuzz demo lint fmt clean bench
 
 all: build
 
@@ -17,6 +19,18 @@ build:
 
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Each fuzz target in turn for $(FUZZTIME) (CI: 30s), without -race, which
+# would slow it several times over. `make test` already replays the seeds
+# and every crasher saved in testdata/fuzz/. A new input is minimised for
+# at most 5s: the default, 60s, eats a short run (FuzzConfig runs the CLI
+# per input).
+FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s -fuzz
+fuzz:
+	$(FUZZ) '^FuzzReadRequest$$' ./tunnel
+	$(FUZZ) '^FuzzReadResponse$$' ./tunnel
+	$(FUZZ) '^FuzzRule$$' ./tunnel
+	$(FUZZ) '^FuzzConfig$$' .
 
 demo: build
 	./$(BIN) demo

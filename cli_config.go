@@ -93,9 +93,10 @@ func (t *fileTLS) paths() []*string {
 	return p
 }
 
-// yamlPlaces turns the Go type names in yaml's messages ("field alow not
-// found in type main.serverFileRoute") into the part of the file a user
-// edits. Longer names come first: the replacer tries them in order.
+// yamlPlaces turns the Go types in yaml's messages ("field alow not found
+// in type main.serverFileRoute", "cannot unmarshal !!str into
+// []tunnel.Rule") into the part of the file a user edits. Longer names come
+// first: the replacer tries them in order.
 var yamlPlaces = strings.NewReplacer(
 	"in type main.serverFileRoute", "in a route",
 	"in type main.clientFileRoute", "in a route",
@@ -103,6 +104,16 @@ var yamlPlaces = strings.NewReplacer(
 	"in type main.clientFile", "at the top level",
 	"in type main.fileTLS", "in tls",
 	"in type tunnel.Rule", "in an allow rule",
+	"into map[string]main.serverFileRoute", "into routes (a mapping from route name to target and allow)",
+	"into []main.clientFileRoute", "into routes (a list of listen and route)",
+	"into main.serverFileRoute", "into a route (target, allow, allow_all)",
+	"into main.clientFileRoute", "into a route (listen, route)",
+	"into main.serverFile", "into the top level (a mapping of settings)",
+	"into main.clientFile", "into the top level (a mapping of settings)",
+	"into main.fileTLS", "into tls (a mapping of settings)",
+	"into []tunnel.Rule", `into allow (a list of rules like "- cn: app")`,
+	"into tunnel.Rule", `into an allow rule (like "cn: app")`,
+	"into []string", "into a list of strings",
 	"into main.", "into ",
 )
 

@@ -531,6 +531,10 @@ func TestConfigErrors(t *testing.T) {
 	twoRoutes := writeFile(t, p.dir, "two-routes.yaml", clientYAML)
 	bothServerKeys := writeFile(t, p.dir, "both-server-keys.yaml", "servers: [a:1, b:1]\n"+clientYAML)
 	noServer := writeFile(t, p.dir, "no-server.yaml", strings.Replace(clientYAML, "server: tunnel.example.com:8443\n", "", 1))
+	// Found by FuzzConfig: yaml's type errors named Go types
+	// (map[string]main.serverFileRoute, tunnel.Rule).
+	listRoutes := writeFile(t, p.dir, "list-routes.yaml", "listen: :1\nroutes:\n  - listen: :2\n")
+	scalarRule := writeFile(t, p.dir, "scalar-rule.yaml", "listen: :1\nroutes:\n  db:\n    target: db:1\n    allow: [app]\n")
 
 	tests := []struct {
 		name string
@@ -543,7 +547,9 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown rule key", nil, []string{"server", "--config", unknownRule}, []string{unknownRule, "common_name"}},
 		{"unknown client key", nil, []string{"client", "--config", unknownClient}, []string{unknownClient, "sessions"}},
 		{"listen with a two-route file", nil, []string{"client", "--config", twoRoutes}, []string{"set one route", twoRoutes + " has 2"}},
-		{"not a mapping", nil, []string{"server", "--config", notYAML}, []string{notYAML}},
+		{"not a mapping", nil, []string{"server", "--config", notYAML}, []string{notYAML, "into the top level"}},
+		{"server routes as a list", nil, []string{"server", "--config", listRoutes}, []string{listRoutes, "into routes (a mapping"}},
+		{"allow rule not a mapping", nil, []string{"server", "--config", scalarRule}, []string{scalarRule, `into an allow rule (like "cn: app")`}},
 		{"empty file names the missing key", nil, []string{"server", "--config", empty}, []string{empty + ": tls.cert is required"}},
 		{"tls-min 1.1", nil, append([]string{"server", "--tls-min", "1.1", "--target", "db:1", "--allow-all"}, srvFlags...), []string{`--tls-min "1.1"`}},
 		{"tls-min 1.0 in env", map[string]string{"MTUNNEL_TLS_MIN": "1.0"}, append([]string{"client", "--server", "localhost:1"}, cliFlags...), []string{`--tls-min "1.0"`}},

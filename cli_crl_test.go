@@ -14,7 +14,7 @@ import (
 	"github.com/mtunnel/mtunnel/certs/certstest"
 )
 
-func crlPEM(t *testing.T, ca *certstest.CA, number int64, revoked ...*x509.Certificate) []byte {
+func crlPEM(t testing.TB, ca *certstest.CA, number int64, revoked ...*x509.Certificate) []byte {
 	t.Helper()
 	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}
 	for _, c := range revoked {

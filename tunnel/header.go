@@ -109,7 +109,7 @@ func ReadRequest(r io.Reader) (string, error) {
 	}
 	var buf [MaxRouteLen]byte
 	if _, err := io.ReadFull(r, buf[:n]); err != nil {
-		return "", fmt.Errorf("read stream header: %w", err)
+		return "", fmt.Errorf("read stream header: %w", cutShort(err))
 	}
 	route := string(buf[:n])
 	if !ValidRoute(route) {
@@ -152,9 +152,19 @@ func ReadResponse(r io.Reader) (Response, error) {
 	if n := int(fixed[2]); n > 0 {
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return Response{}, fmt.Errorf("read stream response: %w", err)
+			return Response{}, fmt.Errorf("read stream response: %w", cutShort(err))
 		}
 		resp.Reason = string(buf)
 	}
 	return resp, nil
+}
+
+// cutShort reports an end of input after a header's fixed part as what it
+// is, a header cut short: io.ReadFull says io.EOF when not one byte of the
+// variable part arrived, which would read as "the peer sent nothing".
+func cutShort(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }

@@ -43,6 +43,8 @@ func TestReadRequestErrors(t *testing.T) {
 		{"empty", nil, io.EOF},
 		{"truncated fixed part", []byte{Version, kindOpen}, io.ErrUnexpectedEOF},
 		{"truncated route", []byte{Version, kindOpen, 5, 'a', 'b'}, io.ErrUnexpectedEOF},
+		// Found by FuzzReadRequest: io.ReadFull said io.EOF here.
+		{"route missing", []byte{Version, kindOpen, 5}, io.ErrUnexpectedEOF},
 		{"bad version", []byte{9, kindOpen, 1, 'a'}, ErrBadVersion},
 		{"bad kind", []byte{Version, 7, 1, 'a'}, ErrBadKind},
 		{"zero length", []byte{Version, kindOpen, 0}, ErrBadRoute},
@@ -77,6 +79,10 @@ func TestResponseRoundTrip(t *testing.T) {
 	}
 	if _, err := ReadResponse(bytes.NewReader([]byte{Version, 2, 10, 'a'})); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("truncated reason: err = %v", err)
+	}
+	// Found by FuzzReadResponse: io.ReadFull said io.EOF here.
+	if _, err := ReadResponse(bytes.NewReader([]byte{Version, 2, 10})); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("reason missing: err = %v", err)
 	}
 	if _, err := ReadResponse(bytes.NewReader([]byte{3, 0, 0})); !errors.Is(err, ErrBadVersion) {
 		t.Errorf("bad version: err = %v", err)

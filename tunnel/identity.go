@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -12,12 +13,20 @@ import (
 // field is set.
 //
 //   - CN, DNS: the subject common name / any DNS SAN, compared per
-//     dot-separated label, case-insensitively; a label "*" matches exactly
-//     one label ("*.db.example" matches "a.db.example", not "a.b.db.example").
+//     dot-separated label, ignoring ASCII case and a final dot; a label "*"
+//     matches exactly one label ("*.db.example" matches "a.db.example", not
+//     "a.b.db.example").
 //   - OU: any organizational unit of the subject, exactly.
-//   - URI: any URI SAN. Scheme and host compare case-insensitively; path
-//     segments exactly, "*" matching exactly one segment and a final "**"
-//     any number (so "spiffe://example.org/**" is the whole trust domain).
+//   - URI: any URI SAN without user, query or fragment. Scheme and host
+//     compare ignoring ASCII case; path segments exactly as written
+//     (percent-encoding included), "*" matching exactly one segment and a
+//     final "**" any number (so "spiffe://example.org/**" is the whole trust
+//     domain).
+//
+// Case is folded in ASCII only, as DNS does (RFC 4343) and as crypto/x509
+// does for names: Unicode folding would make look-alikes equal (the Kelvin
+// sign and "k"), and strings.ToLower turns every invalid UTF-8 byte into
+// U+FFFD, so distinct names compared equal (found by FuzzRule).
 type Rule struct {
 	CN  string `yaml:"cn,omitempty"`
 	OU  string `yaml:"ou,omitempty"`
@@ -28,7 +37,8 @@ type Rule struct {
 // ErrBadRule reports a rule that cannot match anything sensible.
 var ErrBadRule = errors.New("invalid identity rule")
 
-// Validate checks that exactly one field is set and that it is well formed.
+// Validate checks that exactly one field is set and that it is well formed:
+// a rule that validates matches at least the name it spells.
 func (r Rule) Validate() error {
 	set := 0
 	for _, v := range []string{r.CN, r.OU, r.DNS, r.URI} {
@@ -39,11 +49,30 @@ func (r Rule) Validate() error {
 	if set != 1 {
 		return fmt.Errorf("%w: set exactly one of cn, ou, dns, uri (got %d)", ErrBadRule, set)
 	}
-	if r.URI != "" {
-		u, err := url.Parse(r.URI)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("%w: uri %q needs a scheme and a host, like spiffe://example.org/ns/prod/sa/api", ErrBadRule, r.URI)
+	for _, name := range []string{r.CN, r.DNS} {
+		if name != "" && slices.Contains(labels(name), "") {
+			return fmt.Errorf("%w: %s has an empty label (a leading or doubled dot)", ErrBadRule, r)
 		}
+	}
+	if r.URI != "" {
+		return validURI(r.URI)
+	}
+	return nil
+}
+
+// validURI refuses what no identity URI can match: matchURI refuses
+// identities with a user, a query or a fragment, and an empty path segment
+// matches nothing (nor may a SPIFFE ID have one: SPIFFE-ID.md, section 2.2).
+func validURI(pattern string) error {
+	u, err := url.Parse(pattern)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("%w: uri %q needs a scheme and a host, like spiffe://example.org/ns/prod/sa/api", ErrBadRule, pattern)
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return fmt.Errorf("%w: uri %q: identities carry no user, query or fragment", ErrBadRule, pattern)
+	}
+	if slices.Contains(segments(u.EscapedPath()), "") {
+		return fmt.Errorf("%w: uri %q has an empty path segment (a doubled or final slash)", ErrBadRule, pattern)
 	}
 	return nil
 }
@@ -88,32 +117,36 @@ func (r Rule) Match(c *x509.Certificate) bool {
 }
 
 func matchLabels(pattern, name string) bool {
-	if name == "" {
-		return false
-	}
-	p := strings.Split(strings.ToLower(pattern), ".")
-	n := strings.Split(strings.ToLower(strings.TrimSuffix(name, ".")), ".")
+	p, n := labels(pattern), labels(name)
 	if len(p) != len(n) {
 		return false
 	}
 	for i := range p {
-		if n[i] == "" || (p[i] != "*" && p[i] != n[i]) {
+		if n[i] == "" || (p[i] != "*" && !equalFoldASCII(p[i], n[i])) {
 			return false
 		}
 	}
 	return true
 }
 
+// labels splits a name into its labels; a final dot (a fully qualified DNS
+// name) adds none.
+func labels(name string) []string {
+	return strings.Split(strings.TrimSuffix(name, "."), ".")
+}
+
 func matchURI(pattern string, u *url.URL) bool {
 	pu, err := url.Parse(pattern)
-	if err != nil || !strings.EqualFold(pu.Scheme, u.Scheme) || !strings.EqualFold(pu.Host, u.Host) {
+	if err != nil || !equalFoldASCII(pu.Scheme, u.Scheme) || !equalFoldASCII(pu.Host, u.Host) {
 		return false
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
 		return false // identities carry none of these; refuse look-alikes
 	}
-	ps := segments(pu.Path)
-	us := segments(u.Path)
+	// Escaped paths: "a%2Fb" is one segment, not "a" and "b" (RFC 3986
+	// section 2.2), or an identity could spell its way into another's rule.
+	ps := segments(pu.EscapedPath())
+	us := segments(u.EscapedPath())
 	for i, seg := range ps {
 		if seg == "**" && i == len(ps)-1 {
 			return true
@@ -131,6 +164,27 @@ func segments(path string) []string {
 		return nil
 	}
 	return strings.Split(path, "/")
+}
+
+// equalFoldASCII reports whether a and b are equal ignoring ASCII case;
+// other bytes must be equal (see Rule on why not Unicode folding).
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // ACL is the identity policy of one route: deny unless AllowAll or a rule

@@ -51,6 +51,16 @@ func TestRuleMatch(t *testing.T) {
 		{Rule{URI: "spiffe://example.org/ns/prod/sa/*"}, cert("x", nil, nil, "spiffe://example.org/ns/prod/sa/"), false},
 		{Rule{URI: "spiffe://example.org/**"}, cert("x", nil, nil, "spiffe://example.org.evil.com/x"), false},
 		{Rule{URI: "spiffe://example.org/ns/prod/sa/api"}, cert("x", nil, nil, "spiffe://example.org/ns/prod/sa/api?x=1"), false},
+		// Found by FuzzRule (see Rule on case folding and escaped paths).
+		{Rule{CN: "\ufffd"}, cert("\xff", nil, nil), false},
+		{Rule{CN: "\xfe"}, cert("\xff", nil, nil), false},
+		{Rule{CN: "kafka"}, cert("\u212aafka", nil, nil), false}, // Kelvin sign
+		{Rule{CN: "ACME Inc."}, cert("ACME Inc.", nil, nil), true},
+		{Rule{DNS: "api.prod.example.com."}, api, true},
+		{Rule{URI: "spiffe://example.org/a/b"}, cert("x", nil, nil, "spiffe://example.org/a%2Fb"), false},
+		{Rule{URI: "spiffe://example.org/*/b"}, cert("x", nil, nil, "spiffe://example.org/a%2Fb"), false},
+		{Rule{URI: "spiffe://example.org/a%2Fb"}, cert("x", nil, nil, "spiffe://example.org/a%2Fb"), true},
+		{Rule{URI: "spiffe://example.org/a"}, cert("x", nil, nil, "spiffe://example.org/a?"), false},
 	}
 	for _, tt := range tests {
 		if got := tt.rule.Match(tt.c); got != tt.want {
@@ -60,14 +70,22 @@ func TestRuleMatch(t *testing.T) {
 }
 
 func TestRuleValidate(t *testing.T) {
-	bad := []Rule{{}, {CN: "a", DNS: "b"}, {URI: "not a uri"}, {URI: "spiffe:///nohost"}}
+	bad := []Rule{{}, {CN: "a", DNS: "b"}, {URI: "not a uri"}, {URI: "spiffe:///nohost"},
+		// Found by FuzzRule: each validated but could match nothing,
+		// not even a certificate carrying the rule's own text.
+		{DNS: "."}, {CN: "a..b"}, {DNS: ".example.com"},
+		{URI: "spiffe://example.org/a?x=1"}, {URI: "spiffe://example.org/a?"}, {URI: "spiffe://example.org/a#f"},
+		{URI: "spiffe://u@example.org/a"}, {URI: "spiffe://example.org/a/"}, {URI: "spiffe://example.org//a"},
+	}
 	for _, r := range bad {
 		if err := r.Validate(); !errors.Is(err, ErrBadRule) {
 			t.Errorf("Validate(%+v) = %v, want ErrBadRule", r, err)
 		}
 	}
-	if err := (Rule{URI: "spiffe://example.org/**"}).Validate(); err != nil {
-		t.Errorf("valid rule refused: %v", err)
+	for _, r := range []Rule{{URI: "spiffe://example.org/**"}, {URI: "spiffe://example.org"}, {CN: "ACME Inc."}, {DNS: "example.com."}} {
+		if err := r.Validate(); err != nil {
+			t.Errorf("valid rule refused: %v", err)
+		}
 	}
 }
 
