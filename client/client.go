@@ -141,12 +141,14 @@ func (c *Client) Serve(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	c.closeListeners()
+	c.log.Info("draining", "connections", conns.len(), "timeout", c.cfg.DrainTimeout)
 	if !conns.wait(c.cfg.DrainTimeout) {
 		c.log.Warn("drain timeout: resetting open connections", "connections", conns.len())
 	}
 	c.pool.Close()
 	conns.resetAll()
 	c.wg.Wait()
+	c.log.Info("drained")
 	return nil
 }
 

@@ -258,6 +258,7 @@ func (s *Server) drain() {
 	sessions := s.sessions
 	s.sessions = nil
 	s.mu.Unlock()
+	s.log.Info("draining", "sessions", len(sessions), "streams", openStreams(sessions), "timeout", s.cfg.DrainTimeout)
 	for sess := range sessions {
 		if err := sess.GoAway(); err != nil {
 			sess.Close() // it is dying anyway
@@ -269,6 +270,7 @@ func (s *Server) drain() {
 	for sess := range sessions {
 		sess.Close()
 	}
+	s.log.Info("drained")
 }
 
 // allClosed waits until every session has ended, or timeout has passed;
