@@ -20,9 +20,9 @@ func clientCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "server", Usage: "server agent `HOST:PORT`; repeat it for several servers serving the same routes (MTUNNEL_SERVER: comma-separated)", EnvVars: env("SERVER")},
 			&cli.StringFlag{Name: "server-name", Usage: "name every server certificate must carry (default: the host of each --server)", EnvVars: env("SERVER_NAME")},
 			&cli.StringFlag{Name: "route", Value: "default", Usage: "route `NAME` on the server for --listen", EnvVars: env("ROUTE")},
-			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded (default: CPUs, at least 2)", EnvVars: env("SESSIONS")},
-			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset (default 10s)", EnvVars: env("CONNECT_WAIT")},
-			&cli.DurationFlag{Name: "reconnect-max", Usage: "longest delay between redials of a server that is down (default 30s; waiting connections cut it to 1s)", EnvVars: env("RECONNECT_MAX")},
+			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded", DefaultText: "CPUs, at least 2", EnvVars: env("SESSIONS")},
+			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset", DefaultText: "10s", EnvVars: env("CONNECT_WAIT")},
+			&cli.DurationFlag{Name: "reconnect-max", Usage: "longest delay between redials of a server that is down", DefaultText: "30s; waiting connections cut it to 1s", EnvVars: env("RECONNECT_MAX")},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
