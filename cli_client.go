@@ -41,12 +41,14 @@ func clientCommand() *cli.Command {
 			if err != nil {
 				return configErr(err)
 			}
-			if _, err := cl.Listen(); err != nil {
+			addrs, err := cl.Listen()
+			if err != nil {
 				return configErrorf("%w (the address comes from --listen, MTUNNEL_LISTEN or a route's listen in the config file)", err)
 			}
 			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, cl.Recheck)
 			defer wait()
+			defer notifyLifecycle(c.Context, log, fmt.Sprintf("listening on %v", addrs))()
 			return cl.Serve(c.Context)
 		},
 	}

@@ -75,12 +75,14 @@ func serverCommand() *cli.Command {
 			if err != nil {
 				return configErr(err)
 			}
-			if _, err := srv.Listen(); err != nil {
+			addr, err := srv.Listen()
+			if err != nil {
 				return configErrorf("%w (the address comes from --listen, MTUNNEL_LISTEN or the config file's listen)", err)
 			}
 			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, srv.Recheck)
 			defer wait()
+			defer notifyLifecycle(c.Context, log, "listening on "+addr.String())()
 			return srv.Serve(c.Context)
 		},
 	}
