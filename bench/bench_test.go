@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,12 +11,13 @@ import (
 	"time"
 )
 
-// TestRunDirect runs the whole measuring path against direct only (no
-// processes to start) with tiny settings, writes the outputs and checks
-// that every figure direct can have came out positive.
+// TestRunDirect runs the whole measuring path but pgbench against direct
+// only (no processes to start) with tiny settings, writes the outputs and
+// checks that every figure direct can have came out positive.
 func TestRunDirect(t *testing.T) {
 	o, err := parseFlags([]string{"-quick", "-contenders", "direct", "-rounds", "1", "-duration", "200ms",
-		"-idle", "100", "-burst", "4096", "-pings", "200", "-workers", "4"})
+		"-idle", "100", "-burst", "4096", "-pings", "200", "-workers", "4",
+		"-workloads", "idle,connection,round,upload,download,head"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +44,10 @@ func TestRunDirect(t *testing.T) {
 	for _, f := range back.Figures {
 		got := f.Samples["direct"]
 		switch {
+		case strings.HasPrefix(f.Key, "pgbench"):
+			if len(got) > 0 {
+				t.Errorf("%s: not asked for, got %v", f.Key, got)
+			}
 		case f.AgentsOnly && len(got) > 0:
 			t.Errorf("%s: direct has no agents, got %v", f.Key, got)
 		case !f.AgentsOnly && (len(got) != 1 || !(got[0] > 0)):
@@ -53,6 +59,64 @@ func TestRunDirect(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "latest.svg")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPgbenchDirect runs the pgbench workloads against direct: the bench
+// starts PostgreSQL, fills pgbench's tables, runs 1 s with -C and 1 s
+// without, and stops it again.
+func TestPgbenchDirect(t *testing.T) {
+	if _, _, err := findPostgres(); err != nil {
+		if os.Getenv("MTUNNEL_REQUIRE_EXTERNAL") == "1" {
+			t.Fatalf("%v (required: MTUNNEL_REQUIRE_EXTERNAL=1)", err)
+		}
+		t.Skip(err)
+	}
+	o, err := parseFlags([]string{"-contenders", "direct", "-rounds", "1", "-duration", "1s", "-workloads", "pgbench"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	res, err := runBench(o, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) > 0 || len(res.Shutdown) > 0 {
+		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress.String())
+	}
+	for _, f := range res.Figures {
+		got := f.Samples["direct"]
+		if want := strings.HasPrefix(f.Key, "pgbench"); want != (len(got) == 1 && got[0] > 0) {
+			t.Errorf("%s: got %v, want one positive sample: %v", f.Key, got, want)
+		}
+	}
+	if !strings.HasPrefix(fmt.Sprint(res.Meta["postgres"]), "postgres (PostgreSQL)") {
+		t.Errorf("meta postgres: %v", res.Meta["postgres"])
+	}
+	t.Logf("\n%s%s", progress.String(), renderTable(res))
+}
+
+func TestParsePgbench(t *testing.T) {
+	// pgbench 15.18.
+	out := `number of transactions actually processed: 513
+number of failed transactions: 2 (0.388%)
+tps = 255.044461 (including reconnection times)
+`
+	if r, err := parsePgbench(out); err != nil || r != (pgbenchResult{processed: 513, failed: 2, tps: 255.044461}) {
+		t.Errorf("parsePgbench: %+v, %v", r, err)
+	}
+	if _, err := parsePgbench("pgbench: error: connection to server failed\n"); err == nil {
+		t.Error("parsePgbench of an error: no error")
+	}
+	for line, want := range map[string][3]string{
+		"2026-11-30 08:18:22.910 UTC [29072] LOG:  database system is ready to accept connections": {"INFO", "database system is ready to accept connections", "ok"},
+		"2026-11-30 08:18:23.001 UTC [29080] FATAL:  role \"x\" does not exist":                    {"ERROR", "role \"x\" does not exist", ""},
+		"initdb: something": {"OTHER", "initdb: something", ""},
+	} {
+		level, key, ready := parsePostgres(line)
+		if got := [3]string{level, key, ready}; got != want {
+			t.Errorf("parsePostgres(%q) = %q, want %q", line, got, want)
+		}
 	}
 }
 

@@ -123,7 +123,7 @@ func startMtunnel(name string, s mtunnelSpec, target string, logs *logStats) (*c
 		c.stop()
 		return nil, err
 	}
-	return c, probe(c)
+	return c, nil
 }
 
 // flagChecker reports whether `bin CMD --help` lists --FLAG, so the bench
@@ -149,7 +149,7 @@ func startStunnel(bin, dir string, k pki, target string, logs *logStats) (*conte
 	for range 5 {
 		var c *contender
 		if c, err = tryStunnel(bin, dir, k, target, logs); err == nil {
-			return c, probe(c)
+			return c, nil
 		}
 	}
 	return nil, err
@@ -246,11 +246,11 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// probe checks the whole path once: one byte echoed within 10 s.
-func probe(c *contender) error {
+// probeEcho checks a contender's whole path to the echo backend once: one
+// byte echoed within 10 s.
+func probeEcho(c *contender) error {
 	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
 	if err != nil {
-		c.stop()
 		return fmt.Errorf("%s: probe: %w", c.name, err)
 	}
 	defer conn.Close()
@@ -263,7 +263,6 @@ func probe(c *contender) error {
 		err = errors.New("wrong byte echoed")
 	}
 	if err != nil {
-		c.stop()
 		return fmt.Errorf("%s: probe echo: %w", c.name, err)
 	}
 	return nil

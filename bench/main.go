@@ -1,7 +1,10 @@
 // Command bench measures mtunnel against a direct TCP connection and
 // against stunnel in mutual TLS, side by side on loopback: connection rate,
 // round-trip latency, throughput and CPU per GiB, head-of-line latency under
-// bulk load, and memory per idle connection.
+// bulk load, memory per idle connection, and pgbench's transactions per
+// second against a PostgreSQL the bench starts (skipped when PostgreSQL is
+// not installed), with a new connection per transaction and with
+// persistent ones.
 //
 // Every figure is measured in several rounds, the contenders interleaved
 // within each round (these 2-core machines are 30-50% noisy from run to
@@ -51,9 +54,9 @@ func main() {
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "smoke test: 2 rounds of 1s runs, 1,000 idle connections, 1,000 round trips")
+	quick := fs.Bool("quick", false, "smoke test: 2 rounds of 1s runs (pgbench too), 1,000 idle connections, 1,000 round trips")
 	rounds := fs.Int("rounds", 3, "rounds; each measures every contender once per figure")
-	duration := fs.Duration("duration", 3*time.Second, "length of each timed run (connection rate, throughput, head-of-line)")
+	duration := fs.Duration("duration", 3*time.Second, "length of each timed run (connection rate, throughput, head-of-line; pgbench in whole seconds)")
 	idle := fs.Int("idle", 10000, "idle connections held for the memory figures")
 	burst := fs.Int("burst", 64<<10, "bytes echoed on each idle connection before the second memory figure (0: skip)")
 	pings := fs.Int("pings", 5000, "64-byte round trips for the latency figures")
@@ -65,7 +68,7 @@ func parseFlags(args []string) (options, error) {
 	gmp := fs.String("gomaxprocs", "", "GOMAXPROCS of the mtunnel agents; a comma list (e.g. 0,1) measures one mtunnel per value, 0 = runtime default")
 	only := fs.String("contenders", "direct,mtunnel,stunnel", "comma list of contenders to measure")
 	from := fs.String("from", "", "measure nothing: re-render the table and chart from a saved results `JSON` file")
-	work := fs.String("workloads", "", "comma list of workload name prefixes to run (default: all), e.g. \"round,head\"")
+	work := fs.String("workloads", "", "comma list of workload name prefixes to run (default: all), e.g. \"round,head\" or \"pgbench\"")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}

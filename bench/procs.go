@@ -33,15 +33,25 @@ type agent struct {
 type lineParser func(line string) (level, key, ready string)
 
 func startAgent(name string, argv, env []string, parse lineParser, logs *logStats) (*agent, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	return startCmd(name, cmd, parse, logs)
+}
+
+// startCmd is startAgent for a command the caller set up (its user, for
+// one).
+func startCmd(name string, cmd *exec.Cmd, parse lineParser, logs *logStats) (*agent, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = w, w
-	// The agents die with the bench, even if it is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The agents die with the bench, even if it is killed. (Go sets this
+	// after switching to cmd's user, which would otherwise clear it.)
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
@@ -95,22 +105,37 @@ func (a *agent) alive() bool {
 // stop sends SIGTERM, waits up to grace, then kills. It returns how long the
 // process took to exit and an error if it had to be killed or failed.
 func (a *agent) stop(grace time.Duration) (time.Duration, error) {
+	return a.stopWith(syscall.SIGTERM, grace)
+}
+
+// stopWith is stop with another signal.
+func (a *agent) stopWith(sig syscall.Signal, grace time.Duration) (time.Duration, error) {
 	start := time.Now()
 	if !a.alive() {
 		return 0, fmt.Errorf("%s had already exited: %v", a.name, a.err)
 	}
-	a.cmd.Process.Signal(syscall.SIGTERM)
+	a.cmd.Process.Signal(sig)
 	select {
 	case <-a.exited:
 		if a.err != nil {
-			return time.Since(start), fmt.Errorf("%s after SIGTERM: %w", a.name, a.err)
+			return time.Since(start), fmt.Errorf("%s after %s: %w", a.name, signame(sig), a.err)
 		}
 		return time.Since(start), nil
 	case <-time.After(grace):
 		a.cmd.Process.Kill()
 		<-a.exited
-		return time.Since(start), fmt.Errorf("%s still running %v after SIGTERM: killed", a.name, grace)
+		return time.Since(start), fmt.Errorf("%s still running %v after %s: killed", a.name, grace, signame(sig))
 	}
+}
+
+func signame(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return sig.String()
 }
 
 // logStats counts an agent's log lines by level and, for warnings and

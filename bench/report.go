@@ -86,7 +86,7 @@ func renderTable(res *results) string {
 		rows = append(rows, row)
 	}
 	writeColumns(&b, rows)
-	b.WriteString("\nhigher is better for conn/s and MB/s; lower for the rest\n")
+	b.WriteString("\nhigher is better for conn/s, MB/s and tps; lower for the rest\n")
 	writeProblems(&b, res)
 	return b.String()
 }
@@ -116,7 +116,7 @@ func writeColumns(b *strings.Builder, rows [][]string) {
 // writeProblems lists load errors, agents' warnings and errors, and
 // shutdown trouble: the evidence when a contender misbehaves.
 func writeProblems(b *strings.Builder, res *results) {
-	for _, c := range res.Contenders {
+	for _, c := range append(slices.Clone(res.Contenders), "postgres") {
 		for _, e := range res.Errors[c] {
 			fmt.Fprintf(b, "%s: round %d %s: %d errors, first: %s\n", c, e.Round, e.Workload, e.Count, e.First)
 		}

@@ -39,7 +39,7 @@ type results struct {
 	Contenders []string              `json:"contenders"`
 	Figures    []figureSamples       `json:"figures"`
 	Errors     map[string][]errEntry `json:"errors"` // by contender
-	Logs       map[string]*logStats  `json:"logs"`   // by contender, all rounds
+	Logs       map[string]*logStats  `json:"logs"`   // by contender, all rounds; and "postgres"
 	Shutdown   []string              `json:"shutdown_problems"`
 }
 
@@ -76,19 +76,37 @@ type workload struct {
 	run  func(c *contender, errs *errTally) map[string]float64
 }
 
+// phase is a group of workloads run on the same freshly started
+// contenders, which forward to target. probe checks a contender's whole
+// path once before the workloads run.
+type phase struct {
+	target    string
+	probe     func(*contender) error
+	workloads []workload
+}
+
+// selects reports whether the workload name was asked for (-workloads).
+func (o options) selects(name string) bool {
+	return len(o.workloads) == 0 || slices.ContainsFunc(o.workloads, func(p string) bool { return strings.HasPrefix(name, p) })
+}
+
 // phases groups the workloads; each phase starts fresh agents. Idle memory
 // goes alone and first: RSS growth is clearest on fresh agents, and holding
 // then dropping 10,000 connections leaves stunnel tearing down thousands of
-// threads for tens of seconds, which must not land in other figures.
-func phases(o options) [][]workload {
+// threads for tens of seconds, which must not land in other figures. The
+// echo backend at backend serves all but pgbench, which runs against pg
+// (nil: not installed, no pgbench phase).
+func phases(o options, backend string, pg *postgres) []phase {
 	tput := func(name, key string, n int, mode byte) workload {
 		return workload{name, func(c *contender, e *errTally) map[string]float64 {
 			return throughput(c, key, n, mode, o.duration, e)
 		}}
 	}
-	all := [][]workload{
-		{{"idle memory", func(c *contender, e *errTally) map[string]float64 { return idleMemory(c, o.idle, o.burst, e) }}},
-		{
+	all := []phase{
+		{backend, probeEcho, []workload{
+			{"idle memory", func(c *contender, e *errTally) map[string]float64 { return idleMemory(c, o.idle, o.burst, e) }},
+		}},
+		{backend, probeEcho, []workload{
 			{"connection rate", func(c *contender, e *errTally) map[string]float64 { return connRate(c, o.workers, o.duration, e) }},
 			{"round trip", func(c *contender, e *errTally) map[string]float64 { return latency(c.addr, o.pings, 60*time.Second, e) }},
 			tput("upload x1", "up-1", 1, modeSink),
@@ -96,18 +114,32 @@ func phases(o options) [][]workload {
 			tput("upload x8", "up-8", 8, modeSink),
 			tput("download x8", "down-8", 8, modeSource),
 			{"head-of-line", func(c *contender, e *errTally) map[string]float64 { return headOfLine(c, o.pings, o.duration, e) }},
-		},
+		}},
 	}
-	var out [][]workload
+	if pg != nil {
+		all = append(all, phase{pg.addr, probePostgres, pgbenchWorkloads(o, pg)})
+	}
+	var out []phase
 	for _, ph := range all {
-		ph = slices.DeleteFunc(ph, func(w workload) bool {
-			return len(o.workloads) > 0 && !slices.ContainsFunc(o.workloads, func(p string) bool { return strings.HasPrefix(w.name, p) })
-		})
-		if len(ph) > 0 {
+		ph.workloads = slices.DeleteFunc(ph.workloads, func(w workload) bool { return !o.selects(w.name) })
+		if len(ph.workloads) > 0 {
 			out = append(out, ph)
 		}
 	}
 	return out
+}
+
+// pgbenchWorkloads run pgbench through each contender, with a new
+// connection per transaction and with persistent connections.
+func pgbenchWorkloads(o options, pg *postgres) []workload {
+	return []workload{
+		{"pgbench -C", func(c *contender, e *errTally) map[string]float64 {
+			return pg.runPgbench(c, "pgbench-tps-C", true, o.duration, e)
+		}},
+		{"pgbench persistent", func(c *contender, e *errTally) map[string]float64 {
+			return pg.runPgbench(c, "pgbench-tps", false, o.duration, e)
+		}},
+	}
 }
 
 // runBench measures every contender in o.rounds interleaved rounds: each
@@ -148,27 +180,63 @@ func runBench(o options, progress io.Writer) (*results, error) {
 		return nil, err
 	}
 	defer be.close()
+	pg, err := startPostgresIfAsked(o, res, progress)
+	if err != nil {
+		return nil, err
+	}
+	if pg != nil {
+		defer pg.stop() // on the way out with an error; stopping twice is harmless
+	}
+	phs := phases(o, be.addr(), pg)
 	for round := range o.rounds {
-		if err := runRound(o, round, specs, be.addr(), res, progress, begin); err != nil {
+		if err := runRound(o, round, phs, specs, res, progress, begin); err != nil {
 			return nil, err
+		}
+	}
+	if pg != nil {
+		if err := pg.stop(); err != nil {
+			res.Shutdown = append(res.Shutdown, err.Error())
 		}
 	}
 	res.Meta["elapsed_s"] = time.Since(begin).Seconds()
 	return res, nil
 }
 
+// startPostgresIfAsked starts PostgreSQL if a pgbench workload is to run
+// and PostgreSQL is installed; else it returns nil, with a line on
+// progress if it is not installed.
+func startPostgresIfAsked(o options, res *results, progress io.Writer) (*postgres, error) {
+	if !slices.ContainsFunc(pgbenchWorkloads(o, nil), func(w workload) bool { return o.selects(w.name) }) {
+		return nil, nil
+	}
+	pg, err := startPostgres(progress)
+	if errors.Is(err, errNoPostgres) {
+		fmt.Fprintf(progress, "bench: %v: skipping the pgbench workloads\n", err)
+		res.Meta["postgres"] = err.Error()
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Meta["postgres"] = pg.version
+	res.Meta["pgbench"] = fmt.Sprintf("built-in TPC-B-like script, scale %d, %d clients, %d threads",
+		pgbenchScale, pgbenchClients, pgbenchThreads)
+	res.Logs["postgres"] = pg.logs
+	return pg, nil
+}
+
 // runRound runs each phase on freshly started contenders, each workload
 // on every contender in turn, the order rotated per round.
-func runRound(o options, round int, specs []spec, target string, res *results, progress io.Writer, begin time.Time) error {
-	for _, ph := range phases(o) {
-		if err := runPhase(o, round, ph, specs, target, res, progress, begin); err != nil {
+func runRound(o options, round int, phs []phase, specs []spec, res *results, progress io.Writer, begin time.Time) error {
+	for _, ph := range phs {
+		if err := runPhase(o, round, ph, specs, res, progress, begin); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func runPhase(o options, round int, ph []workload, specs []spec, target string, res *results, progress io.Writer, begin time.Time) error {
+func runPhase(o options, round int, ph phase, specs []spec, res *results, progress io.Writer, begin time.Time) error {
 	var cs []*contender
 	defer func() {
 		for _, c := range cs {
@@ -178,14 +246,17 @@ func runPhase(o options, round int, ph []workload, specs []spec, target string, 
 		}
 	}()
 	for _, s := range specs {
-		c, err := s.start(target)
+		c, err := s.start(ph.target)
 		if err != nil {
 			return fmt.Errorf("round %d: start %s: %w", round+1, s.name, err)
 		}
 		cs = append(cs, c)
+		if err := ph.probe(c); err != nil {
+			return fmt.Errorf("round %d: %w", round+1, err)
+		}
 	}
 	order := slices.Concat(cs[round%len(cs):], cs[:round%len(cs)])
-	for _, w := range ph {
+	for _, w := range ph.workloads {
 		for _, c := range order {
 			if err := c.alive(); err != nil {
 				return fmt.Errorf("round %d, before %s: %w", round+1, w.name, err)
@@ -193,7 +264,7 @@ func runPhase(o options, round int, ph []workload, specs []spec, target string, 
 			var errs errTally
 			out := w.run(c, &errs)
 			keys := slices.Sorted(maps.Keys(out))
-			line := fmt.Sprintf("[%5.0fs] round %d/%d  %-9s %-16s", time.Since(begin).Seconds(), round+1, o.rounds, c.name, w.name)
+			line := fmt.Sprintf("[%5.0fs] round %d/%d  %-9s %-18s", time.Since(begin).Seconds(), round+1, o.rounds, c.name, w.name)
 			for _, k := range keys {
 				res.add(c.name, k, out[k])
 				line += fmt.Sprintf(" %s=%s", k, fmtNum(out[k]))

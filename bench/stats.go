@@ -43,6 +43,9 @@ func figureTable() []figure {
 		figure{Key: "hol-bulk", Label: "  bulk beside it (4 up + 4 down)", Unit: "MB/s", Higher: true},
 		figure{Key: "idle-rss", Label: "idle conn RSS, after 1 B echo", Unit: "KiB/conn", AgentsOnly: true},
 		figure{Key: "idle-rss-burst", Label: "idle conn RSS, after 64 KiB echo", Unit: "KiB/conn", AgentsOnly: true},
+		// pgbenchClients clients each; the labels stay short for the chart.
+		figure{Key: "pgbench-tps-C", Label: "pgbench, a connection per transaction (-C)", Unit: "tps", Higher: true},
+		figure{Key: "pgbench-tps", Label: "pgbench, persistent connections", Unit: "tps", Higher: true},
 	)
 }
 
