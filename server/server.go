@@ -128,16 +128,33 @@ func (s *Server) acceptLoop(ctx context.Context) error {
 	}
 }
 
+// errNoHandshakeSlot is a connection that waited its whole handshake
+// timeout for one of the MaxHandshakes slots.
+var errNoHandshakeSlot = errors.New("no handshake slot free within the handshake timeout")
+
 // serveConn authenticates one connection and serves its session.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer s.wg.Done()
+	// The handshake timeout runs from the accept, not from the moment a
+	// handshake slot frees up: under a flood of connections that never
+	// finish their handshake, those queued behind the MaxHandshakes slots
+	// would otherwise each hold a descriptor and a goroutine for a whole
+	// timeout per round of slots (2,000 half-open connections at 256 slots
+	// and 10 s: over a minute), instead of one timeout in all.
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	select {
 	case s.sem <- struct{}{}:
-	case <-ctx.Done():
+	case <-hctx.Done():
+		cancel()
 		conn.Close()
+		if ctx.Err() == nil {
+			s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
+				"reason", tunnel.ReasonTimeout, "err", errNoHandshakeSlot)
+		}
 		return
 	}
-	sess, err := tunnel.Accept(ctx, conn, s.tls, s.cfg.Session, s.cfg.HandshakeTimeout)
+	sess, err := tunnel.Accept(hctx, conn, s.tls, s.cfg.Session, s.cfg.HandshakeTimeout)
+	cancel()
 	<-s.sem
 	if err != nil {
 		s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
