@@ -1,10 +1,11 @@
 package integration
 
-// Floods (issue 5): half-open TCP connections and TLS handshakes without a
-// client certificate, each against a server agent that a good client keeps
-// using under checked load. Every byte the good client moves is checked by
-// length and SHA-256 both ways; every flood connection must end in a
-// refusal or a reset, never in a clean end of truncated data or a hang.
+// Floods (issue 5): half-open TCP connections, TLS handshakes without a
+// client certificate, and streams beyond the per-session cap, each against
+// a server agent that a good client keeps using under checked load. Every
+// byte the good client moves is checked by length and SHA-256 both ways;
+// every flood connection must end in a refusal or a reset, never in a
+// clean end of truncated data or a hang.
 
 import (
 	"crypto/tls"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"github.com/mtunnel/mtunnel/certs/certstest"
 	"github.com/mtunnel/mtunnel/client"
 	"github.com/mtunnel/mtunnel/server"
@@ -323,4 +325,197 @@ func TestNoCertHandshakeFlood(t *testing.T) {
 		total, took.Round(time.Millisecond), alerts.Load(), total-int(alerts.Load()))
 	t.Logf("good client, checked echo: %s before, %s during (%d transfers), %s after; %d transfers, 0 failed",
 		mibps(before), mibps(during), okDuring, mibps(after), ok)
+}
+
+// openApp connects an app to a client agent's local address and proves
+// its stream was served: "hello" comes back from the echo backend. On a
+// refusal the error is the reset that ended the connection.
+func openApp(local string) (*net.TCPConn, error) {
+	c, err := net.Dial("tcp", local)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 5)
+	if _, err = c.Write([]byte("hello")); err == nil {
+		_, err = io.ReadFull(c, buf)
+	}
+	if err == nil && string(buf) != "hello" {
+		err = fmt.Errorf("echo %q, want %q", buf, "hello")
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// TestStreamOpenFlood: a client opens ten times the server's per-session
+// stream cap at once on one session (its own cap is set far higher, so it
+// does not spread them over new sessions). Exactly the cap's worth are
+// served, and carry checked transfers; every other app connection is
+// reset, never closed cleanly or left hanging, and the server logs each
+// refusal. The server goes on serving the good client's load throughout,
+// a new client, and the flooder itself once its streams have ended.
+func TestStreamOpenFlood(t *testing.T) {
+	checkLeaks(t)
+	const limit, apps = 8, 80
+	w := newFloodWorld(t, server.Config{Session: tunnel.SessionConfig{MaxStreams: limit}})
+	l := startMeteredLoad(t, 2, w.goodClient)
+	flooder := startClient(t, client.Config{
+		Servers:  []string{w.serverAddr},
+		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "flooder"), w.ca.Pool()), ServerName: "localhost"},
+		Routes:   []client.Route{{}},
+		Session:  tunnel.SessionConfig{StreamWindow: 256 << 10, MaxStreams: 10 * apps},
+		Sessions: 1,
+		Logger:   w.logs.logger("flooder"),
+	})[0]
+	w.logs.waitFor(t, "the flooder's session", msgAttr("session established", "agent", "flooder"))
+
+	type opened struct {
+		c   *net.TCPConn
+		err error
+	}
+	results := make(chan opened, apps)
+	for range apps {
+		go func() {
+			c, err := openApp(flooder)
+			results <- opened{c, err}
+		}()
+	}
+	var served []*net.TCPConn
+	refused := 0
+	for range apps {
+		r := <-results
+		switch {
+		case r.err == nil:
+			served = append(served, r.c)
+		case errors.Is(r.err, syscall.ECONNRESET):
+			refused++
+		default:
+			t.Errorf("an app connection of the flood was neither served nor reset: %v", r.err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, c := range served {
+			c.Close()
+		}
+	})
+	t.Logf("%d app connections at once on one session with a cap of %d: %d served, %d reset", apps, limit, len(served), refused)
+	if len(served) != limit {
+		t.Fatalf("%d streams served while all were held, want the cap, %d\n%s", len(served), limit, w.logs.dump())
+	}
+
+	// The streams within the cap carry checked transfers both ways.
+	errs := make(chan error, len(served))
+	for _, c := range served {
+		payload := random(t, 512<<10)
+		go func() { errs <- echoOn(c, payload) }()
+	}
+	for range served {
+		if err := <-errs; err != nil {
+			t.Errorf("a stream within the cap: %v", err)
+		}
+	}
+	w.logs.waitForN(t, "the server's refusals", refused, msgAttr("stream rejected", "agent", "server", "peer", "CN=flooder", "result", "unavailable"))
+	w.logs.waitForN(t, "the flooder's resets", refused, msgAttr("stream refused by server", "agent", "flooder", "result", "unavailable"))
+
+	// The server keeps serving: the flooder once its streams have ended,
+	// a client that was not there, and the good client's load.
+	w.logs.waitForN(t, "the served streams' end", len(served), msgAttr("stream ended", "agent", "server", "peer", "CN=flooder", "result", "ok"))
+	if err := echoCheck(t, flooder, 256<<10); err != nil {
+		t.Errorf("the flooder after its streams ended: %v", err)
+	}
+	if err := echoCheck(t, w.client(t, w.ca.Client(t, "newcomer"), "default")[0], 256<<10); err != nil {
+		t.Errorf("a new client after the flood: %v", err)
+	}
+	l.waitOK(t, 20)
+	ok := l.finishClean(t, w)
+	t.Logf("good client: %d checked transfers during the stream flood, 0 failed", ok)
+}
+
+// rawSession is a client that speaks yamux over a verified mTLS
+// connection itself, without the client agent: it can open streams and
+// then break the stream protocol.
+func rawSession(t *testing.T, w *world, name string) *yamux.Session {
+	t.Helper()
+	conn, err := tls.Dial("tcp", w.serverAddr, &tls.Config{
+		RootCAs: w.ca.Pool(), ServerName: "localhost", NextProtos: []string{tunnel.ALPN},
+		Certificates: []tls.Certificate{w.ca.Client(t, name)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, cfg)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	if _, err := sess.Ping(); err != nil { // the server accepted our certificate
+		t.Fatal(err)
+	}
+	return sess
+}
+
+// TestStreamsWithoutHeader: a client opens the server's cap of streams on
+// one session and never sends their headers. The server refuses each at
+// its header timeout, logs it, and gives its place under the cap back:
+// the same session then gets the cap's worth of streams served again.
+//
+// What it does not show: this client, stock yamux, never answers the
+// server's resets, so the server's yamux keeps those streams' records
+// until the session ends (see the comment on tunnel.Stream.Reset).
+func TestStreamsWithoutHeader(t *testing.T) {
+	checkLeaks(t)
+	const limit = 8
+	w := newFloodWorld(t, server.Config{
+		Session:       tunnel.SessionConfig{MaxStreams: limit},
+		HeaderTimeout: 300 * time.Millisecond,
+	})
+	raw := rawSession(t, w, "raw")
+	var silent []*yamux.Stream
+	for range limit {
+		st, err := raw.OpenStream() // sends the SYN, and nothing more
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		silent = append(silent, st)
+	}
+	for _, st := range silent {
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := tunnel.ReadResponse(st)
+		if err != nil || resp.Status != tunnel.StatusBadRequest {
+			t.Fatalf("a stream without a header: response %+v, %v; want bad request at the header timeout", resp, err)
+		}
+	}
+	w.logs.waitForN(t, "a refusal for each", limit, msgAttr("stream rejected", "agent", "server", "peer", "CN=raw", "result", "bad_request"))
+
+	hdr, err := tunnel.AppendRequest(nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range limit {
+		st, err := raw.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := st.Write(append(hdr, "hello"...)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tunnel.ReadResponse(st)
+		if err != nil || resp.Status != tunnel.StatusOK {
+			t.Fatalf("stream %d after the refused ones: response %+v, %v; want them freed\n%s", i+1, resp, err, w.logs.dump())
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(st, buf); err != nil || string(buf) != "hello" {
+			t.Fatalf("stream %d: echo %q, %v", i+1, buf, err)
+		}
+	}
+	w.checkGood(t)
 }
