@@ -54,7 +54,7 @@ func serverCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-all", Usage: "allow every client certificate signed by --ca on \"default\"", EnvVars: env("ALLOW_ALL")},
 			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header", DefaultText: "10s", EnvVars: env("HEADER_TIMEOUT")},
 			&cli.DurationFlag{Name: "idle-timeout", Usage: "reset a stream in which no byte moved either way for this long", DefaultText: "0: never", EnvVars: env("IDLE_TIMEOUT")},
-			&cli.IntFlag{Name: "max-handshakes", Usage: "TLS handshakes in progress at once; more wait", DefaultText: "256", EnvVars: env("MAX_HANDSHAKES")},
+			&cli.IntFlag{Name: "max-handshakes", Usage: "TLS handshakes in progress at once; more wait, within --handshake-timeout", DefaultText: "256", EnvVars: env("MAX_HANDSHAKES")},
 			&cli.IntFlag{Name: "max-sessions-per-client", Usage: "sessions one client identity may hold at once", DefaultText: "64", EnvVars: env("MAX_SESSIONS_PER_CLIENT")},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target", DefaultText: "10s", EnvVars: env("DIAL_TIMEOUT")},
 		),

@@ -46,6 +46,7 @@ func deadPeerWorld(t *testing.T, rate int, ka, kaTimeout time.Duration) (*world,
 // (no FIN, no RST) ends the session on both agents within the keepalive
 // bound, and the app's connection is reset rather than left hanging.
 func TestBlackholedLinkDetected(t *testing.T) {
+	checkLeaks(t)
 	const ka, kaTimeout = 300 * time.Millisecond, 500 * time.Millisecond
 	w, proxy, local := deadPeerWorld(t, 0, ka, kaTimeout)
 	c := connectedApp(t, local)
@@ -74,6 +75,7 @@ func TestBlackholedLinkDetected(t *testing.T) {
 // behind data, must not be taken for a dead peer with a keepalive bound
 // (1 s) much shorter than the transfer; every byte comes back intact.
 func TestSaturatedSlowLinkIsNotDead(t *testing.T) {
+	checkLeaks(t)
 	const ka, kaTimeout = 300 * time.Millisecond, 700 * time.Millisecond
 	w, _, local := deadPeerWorld(t, 256<<10, ka, kaTimeout)
 	payload := random(t, 768<<10) // about 3 s each way

@@ -163,12 +163,17 @@ func echoCheck(t testing.TB, addr string, n int) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	payload := random(t, n)
+	return echoOn(c.(*net.TCPConn), random(t, n))
+}
+
+// echoOn sends payload on c, which leads to an echo backend, half-closes,
+// and checks the length and SHA-256 of what comes back.
+func echoOn(c *net.TCPConn, payload []byte) error {
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = c.CloseWrite()
 		}
 		werr <- err
 	}()
@@ -180,7 +185,7 @@ func echoCheck(t testing.TB, addr string, n int) error {
 	if err := <-werr; err != nil {
 		return err
 	}
-	if want := sha256.Sum256(payload); got != int64(n) || !bytes.Equal(h.Sum(nil), want[:]) {
+	if want := sha256.Sum256(payload); got != int64(len(payload)) || !bytes.Equal(h.Sum(nil), want[:]) {
 		return errors.New("echo mismatch: checksum or length differs")
 	}
 	return nil

@@ -78,6 +78,7 @@ func sessionEnded(server string) func(record) bool {
 // delay. A session that stayed up for Healthy starts the backoff again
 // from Base; one that dies young does not.
 func TestReconnectBackoff(t *testing.T) {
+	checkLeaks(t)
 	f := newFleet(t)
 	down := startDownServer(t)
 	addr := down.addr()
@@ -167,6 +168,7 @@ func TestReconnectBackoff(t *testing.T) {
 // ConnectWait and is then reset (never closed cleanly), with a log line
 // naming the server and the last dial error.
 func TestConnectWaitReset(t *testing.T) {
+	checkLeaks(t)
 	f := newFleet(t)
 	addr := freeAddr(t)
 	cfg := f.clientConfig(t, addr)
@@ -191,6 +193,7 @@ func TestConnectWaitReset(t *testing.T) {
 // server is down waits, and is carried as soon as the server comes up,
 // even though the backoff had grown past the rest of the wait.
 func TestConnectWaitServerComesUp(t *testing.T) {
+	checkLeaks(t)
 	f := newFleet(t)
 	down := startDownServer(t)
 	addr := down.addr()
@@ -228,6 +231,7 @@ func TestConnectWaitServerComesUp(t *testing.T) {
 // checked against its own host. When one server stops, every new
 // connection goes to the other, and Ready says which is down.
 func TestTwoServersSpreadAndFailover(t *testing.T) {
+	checkLeaks(t)
 	f := newFleet(t)
 	// Server a is dialled as localhost and its certificate names only
 	// that; server b is dialled as 127.0.0.1 and names only that IP.
@@ -297,6 +301,7 @@ func TestTwoServersSpreadAndFailover(t *testing.T) {
 // on the wire are still served, and sessions close only when both sides
 // are done with them (see "Drain" in tunnel/doc.go).
 func TestRollingRestartInProcess(t *testing.T) {
+	checkLeaks(t)
 	f := newFleet(t)
 	a, stopA := f.server(t, "server-a", "")
 	b, stopB := f.server(t, "server-b", "")

@@ -16,6 +16,7 @@ import (
 // TestMaxStreamsPerSession: a stream beyond the per-session cap is refused
 // (the app gets a reset) while the streams within it keep working.
 func TestMaxStreamsPerSession(t *testing.T) {
+	checkLeaks(t)
 	w := &world{logs: newLogSink(t)}
 	w.ca = certstest.New(t)
 	w.echoAddr = backend(t, echo)
@@ -60,6 +61,7 @@ func TestMaxStreamsPerSession(t *testing.T) {
 // memory budget), the client opens a new session for the third and fifth
 // connection instead of having them refused, and all five work.
 func TestPoolGrowsPastFullSessions(t *testing.T) {
+	checkLeaks(t)
 	w := &world{logs: newLogSink(t)}
 	w.ca = certstest.New(t)
 	w.echoAddr = backend(t, echo)
@@ -132,6 +134,7 @@ func TestSessionBudgetValidation(t *testing.T) {
 // than the server allows; the session beyond the limit is refused with a
 // log line, and another identity is not affected.
 func TestSessionsPerClientIdentity(t *testing.T) {
+	checkLeaks(t)
 	w := &world{logs: newLogSink(t)}
 	w.ca = certstest.New(t)
 	w.echoAddr = backend(t, echo)
@@ -166,6 +169,7 @@ func TestSessionsPerClientIdentity(t *testing.T) {
 // open across the deadline finishes within the grace period untouched,
 // and one that outlasts the grace is reset.
 func TestSessionLifetime(t *testing.T) {
+	checkLeaks(t)
 	w := &world{logs: newLogSink(t)}
 	w.ca = certstest.New(t)
 	w.echoAddr = backend(t, echo)
@@ -212,6 +216,7 @@ func TestSessionLifetime(t *testing.T) {
 // a session for each (it once went to sleep when a fresh session still had
 // room at the moment it looked, leaving the other apps waiting).
 func TestPoolGrowsUnderBurst(t *testing.T) {
+	checkLeaks(t)
 	w := &world{logs: newLogSink(t)}
 	w.ca = certstest.New(t)
 	w.echoAddr = backend(t, echo)

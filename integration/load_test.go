@@ -112,3 +112,10 @@ func (l *load) finish() (int, []error) {
 	defer l.mu.Unlock()
 	return l.ok, l.fails
 }
+
+// counts returns how many transfers have succeeded and failed so far.
+func (l *load) counts() (ok, failed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok, len(l.fails)
+}

@@ -125,6 +125,7 @@ var ocspModes = []struct {
 // says is revoked is refused in either mode; "soft" only forgives an
 // answer that cannot be had.
 func TestOCSPRevokedClientRefused(t *testing.T) {
+	checkLeaks(t)
 	for _, m := range ocspModes {
 		t.Run(m.name, func(t *testing.T) {
 			p := newOCSPPKI(t)
@@ -149,6 +150,7 @@ func TestOCSPRevokedClientRefused(t *testing.T) {
 // TestOCSPResponderDown: with the responder gone, "soft" lets a client in
 // with a warning and "hard" refuses it; a client verified before goes on.
 func TestOCSPResponderDown(t *testing.T) {
+	checkLeaks(t)
 	for _, m := range ocspModes {
 		t.Run(m.name, func(t *testing.T) {
 			p := newOCSPPKI(t)
@@ -183,6 +185,7 @@ func TestOCSPResponderDown(t *testing.T) {
 // hard client that cannot reach the responder; without the staple the
 // same client refuses the same certificate.
 func TestOCSPStaple(t *testing.T) {
+	checkLeaks(t)
 	p := newOCSPPKI(t)
 	logs := newLogSink(t)
 	serverCert, app := p.server(t), p.client(t, "app")
@@ -223,6 +226,7 @@ func TestOCSPStaple(t *testing.T) {
 // staple; Stapler.Refresh staples them at once rather than at the next
 // scheduled refresh (halfway to NextUpdate, or an hour).
 func TestOCSPStapleAfterReload(t *testing.T) {
+	checkLeaks(t)
 	p := newOCSPPKI(t)
 	logs := newLogSink(t)
 	first, second := p.server(t), p.server(t)
@@ -256,6 +260,7 @@ func TestOCSPStapleAfterReload(t *testing.T) {
 // certificate is revoked, whether it asks the responder or the server
 // staples the "revoked" answer itself.
 func TestOCSPRevokedServerRefused(t *testing.T) {
+	checkLeaks(t)
 	for _, tt := range []struct {
 		name     string
 		stapling bool

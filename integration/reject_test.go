@@ -47,6 +47,7 @@ func handshakeFailed(reason tunnel.Reason) func(record) bool {
 // Each case is refused with its own reason in the server's (or client's)
 // log while the good client on the same server keeps working.
 func TestRejections(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	w.checkGood(t)
 
@@ -143,6 +144,7 @@ func TestRejections(t *testing.T) {
 // TestSilentConnectionTimesOut: a TCP connection that never starts TLS is
 // closed after the handshake timeout.
 func TestSilentConnectionTimesOut(t *testing.T) {
+	checkLeaks(t)
 	ca := certstest.New(t)
 	logs := newLogSink(t)
 	addr := startServer(t, server.Config{
@@ -166,6 +168,7 @@ func TestSilentConnectionTimesOut(t *testing.T) {
 // TestTargetUnreachable: a route whose target refuses connections answers
 // target_unreachable; the app gets a reset.
 func TestTargetUnreachable(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -74,6 +74,7 @@ func (w *crlWorld) install(t *testing.T, crl *certs.CRL) {
 }
 
 func TestCRLRevokedClientRefused(t *testing.T) {
+	checkLeaks(t)
 	w := newCRLWorld(t, &tunnel.Revocation{})
 	revoked := w.ca.Client(t, "revoked")
 	w.install(t, writeCRL(t, w.ca, 1, time.Now().Add(time.Hour), revoked.Leaf))
@@ -83,6 +84,7 @@ func TestCRLRevokedClientRefused(t *testing.T) {
 }
 
 func TestCRLStale(t *testing.T) {
+	checkLeaks(t)
 	tests := []struct {
 		name       string
 		warn       bool
@@ -115,6 +117,7 @@ func TestCRLStale(t *testing.T) {
 // closes that session (its app gets a reset) at the next recheck, here
 // shortened to 200 ms by configuration; the other clients go on.
 func TestRevocationEndsLiveSession(t *testing.T) {
+	checkLeaks(t)
 	ca := certstest.New(t)
 	logs := newLogSink(t)
 	var crls atomic.Pointer[certs.CRLSet]
@@ -144,6 +147,7 @@ func TestRevocationEndsLiveSession(t *testing.T) {
 // TestSessionEndsWhenPeerCertificateExpires: a session does not outlive
 // its client's certificate.
 func TestSessionEndsWhenPeerCertificateExpires(t *testing.T) {
+	checkLeaks(t)
 	ca := certstest.New(t)
 	logs := newLogSink(t)
 	addr := startServer(t, server.Config{

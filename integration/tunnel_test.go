@@ -17,6 +17,7 @@ import (
 )
 
 func TestEcho(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	c, err := net.Dial("tcp", w.goodClient)
 	if err != nil {
@@ -55,6 +56,7 @@ func Test64MiBEachWay(t *testing.T) {
 // Test200ConcurrentStreams runs 200 streams at once, each with its own
 // payload and checksum.
 func Test200ConcurrentStreams(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
@@ -77,6 +79,7 @@ func Test200ConcurrentStreams(t *testing.T) {
 // TestServerFirstProtocol: the backend speaks first (like MySQL's greeting)
 // and the app sends nothing until it has read it.
 func TestServerFirstProtocol(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	greeter := backend(t, func(c *net.TCPConn) {
 		c.Write([]byte("220 greeting from the backend\r\n"))
@@ -103,6 +106,7 @@ func TestServerFirstProtocol(t *testing.T) {
 // TestHalfCloseBothWays: the app sends and shuts down writing, then gets a
 // 1 MiB reply; and the reverse, where the backend finishes first.
 func TestHalfCloseBothWays(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	reply := random(t, 1<<20)
 	type seen struct {
@@ -169,6 +173,7 @@ func TestHalfCloseBothWays(t *testing.T) {
 // the middle of a transfer (a fault-injecting proxy closes both sides with
 // RST): the app must see a connection reset, not a clean EOF.
 func TestSessionLossResetsApp(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	proxy := newCutProxy(t, w.serverAddr)
 	w.serverAddr = proxy.addr
@@ -243,6 +248,7 @@ func (p *cutProxy) cut() {
 // to the backend like an upload that ended cleanly (truncated data taken
 // as complete): the backend's connection is reset too.
 func TestAppResetReachesBackend(t *testing.T) {
+	checkLeaks(t)
 	w := newWorld(t)
 	got := make(chan error, 1)
 	started := make(chan struct{})

@@ -20,8 +20,10 @@ type Config struct {
 
 	Session tunnel.SessionConfig
 
-	HandshakeTimeout time.Duration // TCP accept to verified TLS; default 10 s
-	MaxHandshakes    int           // handshakes in progress at once; default 256
+	// HandshakeTimeout bounds the time from TCP accept to verified TLS,
+	// a wait for one of the MaxHandshakes slots included; default 10 s.
+	HandshakeTimeout time.Duration
+	MaxHandshakes    int           // handshakes in progress at once; more wait; default 256
 	HeaderTimeout    time.Duration // stream open to complete header; default 10 s
 	DialTimeout      time.Duration // connect to a target; default 10 s
 	HalfCloseTimeout time.Duration // see tunnel.JoinConfig; default 5 min

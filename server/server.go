@@ -32,7 +32,8 @@ type Server struct {
 // liveSession is what the server tracks of an open session. Guarded by
 // Server.mu.
 type liveSession struct {
-	streams    int  // streams being served
+	streams    int  // streams being served or refused
+	admitted   int  // streams holding a place under the cap (Session.StreamCap)
 	clientDone bool // the client sent GoAway: it opens no more streams here
 }
 
@@ -128,16 +129,33 @@ func (s *Server) acceptLoop(ctx context.Context) error {
 	}
 }
 
+// errNoHandshakeSlot is a connection that waited its whole handshake
+// timeout for one of the MaxHandshakes slots.
+var errNoHandshakeSlot = errors.New("no handshake slot free within the handshake timeout")
+
 // serveConn authenticates one connection and serves its session.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer s.wg.Done()
+	// The handshake timeout runs from the accept, not from the moment a
+	// handshake slot frees up: under a flood of connections that never
+	// finish their handshake, those queued behind the MaxHandshakes slots
+	// would otherwise each hold a descriptor and a goroutine for a whole
+	// timeout per round of slots (2,000 half-open connections at 256 slots
+	// and 10 s: over a minute), instead of one timeout in all.
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	select {
 	case s.sem <- struct{}{}:
-	case <-ctx.Done():
+	case <-hctx.Done():
+		cancel()
 		conn.Close()
+		if ctx.Err() == nil {
+			s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
+				"reason", tunnel.ReasonTimeout, "err", errNoHandshakeSlot)
+		}
 		return
 	}
-	sess, err := tunnel.Accept(ctx, conn, s.tls, s.cfg.Session, s.cfg.HandshakeTimeout)
+	sess, err := tunnel.Accept(hctx, conn, s.tls, s.cfg.Session, s.cfg.HandshakeTimeout)
+	cancel()
 	<-s.sem
 	if err != nil {
 		s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
@@ -175,6 +193,14 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 // acceptStreams hands each stream to its own goroutine at once: an
 // un-ACKed stream or a full backlog would stall or kill the whole session.
 // It returns the session's end cause (nil if we closed it).
+//
+// A stream gets a place under the session's stream cap, which keeps the
+// session within its memory budget (tunnel.SessionConfig.MemoryBudget), if
+// the streams being served leave room; in a burst, the first to arrive get
+// the places and the rest are refused. yamux's own stream count is no
+// measure: it includes every stream of a burst that has arrived but not
+// yet been looked at, and refused ones still being finished, so a burst
+// past the cap used to be refused whole, the streams within the cap too.
 func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, ls *liveSession, log *slog.Logger) error {
 	for {
 		st, err := sess.AcceptStream()
@@ -184,11 +210,23 @@ func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, ls *li
 		}
 		s.mu.Lock()
 		ls.streams++
+		var release func() // gives the stream's place under the cap back
+		if ls.admitted < s.cfg.Session.StreamCap() {
+			ls.admitted++
+			release = sync.OnceFunc(func() {
+				s.mu.Lock()
+				ls.admitted--
+				s.mu.Unlock()
+			})
+		}
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveStream(ctx, sess, st, log)
+			s.serveStream(ctx, sess, st, release, log)
+			if release != nil {
+				release()
+			}
 			s.streamDone(sess, ls)
 		}()
 	}

@@ -15,11 +15,30 @@ import (
 // joins the stream with the target. The target is dialled as soon as the
 // header is read, never waiting for app bytes, so server-first protocols
 // (MySQL, SMTP) get their greeting through.
-func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream, log *slog.Logger) {
+//
+// release gives back the stream's place under the session's cap (see
+// acceptStreams); nil means it has none, and the stream is refused. The
+// place is given back as soon as the stream no longer uses it, before the
+// log line; a refused stream gives it back at once, so that one its
+// client is slow to finish (Finish waits up to the header timeout) does
+// not keep other streams out.
+func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream, release func(), log *slog.Logger) {
 	start := time.Now()
-	route, target, resp, err := s.admit(ctx, sess, st)
+	var (
+		route  string
+		target net.Conn
+		resp   = tunnel.Response{Status: tunnel.StatusUnavailable,
+			Reason: fmt.Sprintf("too many streams on this session (limit %d)", s.cfg.Session.StreamCap())}
+		err error
+	)
+	if release != nil {
+		route, target, resp, err = s.admit(ctx, sess, st)
+	}
 	log = log.With("route", route, "stream", st.StreamID())
 	if resp.Status != tunnel.StatusOK {
+		if release != nil {
+			release()
+		}
 		log.Warn("stream rejected", "result", resp.Status.String(), "reason", resp.Reason, "err", err)
 		s.reply(st, resp)
 		st.Finish(s.cfg.HeaderTimeout)
@@ -28,10 +47,12 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 	if err := s.reply(st, resp); err != nil {
 		target.Close()
 		st.Reset() // the client reset it, or it is unusable: free it on both ends
+		release()
 		log.Warn("stream ended", "result", "error", "err", err)
 		return
 	}
 	res := tunnel.Join(target, st, tunnel.JoinConfig{HalfCloseTimeout: s.cfg.HalfCloseTimeout, IdleTimeout: s.cfg.IdleTimeout})
+	release() // before the log line: a client that saw it may open the next stream
 	attrs := []any{"sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond)}
 	if res.Err != nil {
 		log.Warn("stream ended", append(attrs, "result", "reset", "err", res.Err)...)
@@ -44,12 +65,6 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 // connection; otherwise target is nil, resp says why in words fit for the
 // client, and err (if any) carries the detail for our own log.
 func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (string, net.Conn, tunnel.Response, error) {
-	// A stream beyond the cap is refused: the cap keeps the session within
-	// its memory budget (tunnel.SessionConfig.MemoryBudget).
-	if n, limit := sess.NumStreams(), s.cfg.Session.StreamCap(); n > limit {
-		return "", nil, tunnel.Response{Status: tunnel.StatusUnavailable,
-			Reason: fmt.Sprintf("too many streams on this session (%d, limit %d)", n, limit)}, nil
-	}
 	st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	name, err := tunnel.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})
