@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtunnel/mtunnel/certs/certstest"
 	"github.com/mtunnel/mtunnel/client"
 	"github.com/mtunnel/mtunnel/server"
 	"github.com/mtunnel/mtunnel/tunnel"
@@ -20,25 +19,13 @@ import (
 // proxy, with the keepalive bounds shortened to ka and kaTimeout.
 func deadPeerWorld(t *testing.T, rate int, ka, kaTimeout time.Duration) (*world, *faultProxy, string) {
 	t.Helper()
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.echoAddr = backend(t, echo)
 	sc := tunnel.SessionConfig{KeepAlive: ka, KeepAliveTimeout: kaTimeout}
-	w.serverAddr = startServer(t, server.Config{
-		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		Session: sc,
-		Logger:  w.logs.logger("server"),
+	var proxy *faultProxy
+	w, local := echoWorld(t, func(c *server.Config) { c.Session = sc }, func(_ *world, c *client.Config) {
+		proxy = newFaultProxy(t, c.Servers[0], rate)
+		c.Servers = []string{proxy.addr}
+		c.Session = sc
 	})
-	proxy := newFaultProxy(t, w.serverAddr, rate)
-	local := startClient(t, client.Config{
-		Servers:  []string{proxy.addr},
-		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
-		Routes:   []client.Route{{}},
-		Session:  sc,
-		Sessions: 1,
-		Logger:   w.logs.logger("client"),
-	})[0]
 	return w, proxy, local
 }
 

@@ -238,3 +238,35 @@ func (w *world) checkGood(t *testing.T) {
 		t.Fatalf("good client broken: %v\nlogs:\n%s", err, w.logs.dump())
 	}
 }
+
+// echoWorld is a server agent whose route "default" is open to every
+// client of its CA and leads to an echo backend, and a client agent for
+// CN=app with one session to it. srv and cli, when not nil, adjust the
+// configurations before the agents start (cli sees the server's address in
+// Servers, and may put a proxy in its place). It returns the world and the
+// client's local address.
+func echoWorld(t *testing.T, srv func(*server.Config), cli func(*world, *client.Config)) (*world, string) {
+	t.Helper()
+	w := &world{ca: certstest.New(t), logs: newLogSink(t)}
+	w.echoAddr = backend(t, echo)
+	sc := server.Config{
+		TLS:    tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
+		Routes: map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
+		Logger: w.logs.logger("server"),
+	}
+	if srv != nil {
+		srv(&sc)
+	}
+	w.serverAddr = startServer(t, sc)
+	cc := client.Config{
+		Servers:  []string{w.serverAddr},
+		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
+		Routes:   []client.Route{{}},
+		Sessions: 1,
+		Logger:   w.logs.logger("client"),
+	}
+	if cli != nil {
+		cli(w, &cc)
+	}
+	return w, startClient(t, cc)[0]
+}

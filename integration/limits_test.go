@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtunnel/mtunnel/certs/certstest"
 	"github.com/mtunnel/mtunnel/client"
 	"github.com/mtunnel/mtunnel/server"
 	"github.com/mtunnel/mtunnel/tunnel"
@@ -17,22 +16,8 @@ import (
 // (the app gets a reset) while the streams within it keep working.
 func TestMaxStreamsPerSession(t *testing.T) {
 	checkLeaks(t)
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.echoAddr = backend(t, echo)
-	w.serverAddr = startServer(t, server.Config{
-		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		Session: tunnel.SessionConfig{MaxStreams: 2},
-		Logger:  w.logs.logger("server"),
-	})
-	local := startClient(t, client.Config{
-		Servers:  []string{w.serverAddr},
-		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
-		Routes:   []client.Route{{}},
-		Sessions: 1, // all streams on one session
-		Logger:   w.logs.logger("client"),
-	})[0]
+	// All streams on one session (echoWorld's client keeps one).
+	w, local := echoWorld(t, func(c *server.Config) { c.Session = tunnel.SessionConfig{MaxStreams: 2} }, nil)
 	var open []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", local)
@@ -62,24 +47,12 @@ func TestMaxStreamsPerSession(t *testing.T) {
 // connection instead of having them refused, and all five work.
 func TestPoolGrowsPastFullSessions(t *testing.T) {
 	checkLeaks(t)
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.echoAddr = backend(t, echo)
 	capped := tunnel.SessionConfig{MaxStreams: 2}
-	w.serverAddr = startServer(t, server.Config{
-		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		Session: capped,
-		Logger:  w.logs.logger("server"),
+	w, local := echoWorld(t, func(c *server.Config) {
+		c.Session = capped
+	}, func(w *world, c *client.Config) {
+		c.Session = capped
 	})
-	local := startClient(t, client.Config{
-		Servers:  []string{w.serverAddr},
-		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
-		Routes:   []client.Route{{}},
-		Session:  capped,
-		Sessions: 1,
-		Logger:   w.logs.logger("client"),
-	})[0]
 	for i := range 5 {
 		c, err := net.Dial("tcp", local)
 		if err != nil {
@@ -135,23 +108,11 @@ func TestSessionBudgetValidation(t *testing.T) {
 // log line, and another identity is not affected.
 func TestSessionsPerClientIdentity(t *testing.T) {
 	checkLeaks(t)
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.echoAddr = backend(t, echo)
-	w.serverAddr = startServer(t, server.Config{
-		TLS:                tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:             map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		MaxSessionsPerPeer: 2,
-		Logger:             w.logs.logger("server"),
+	w, greedy := echoWorld(t, func(c *server.Config) { c.MaxSessionsPerPeer = 2 }, func(w *world, c *client.Config) {
+		c.TLS.Credentials = creds(w.ca.Client(t, "greedy"), w.ca.Pool())
+		c.Session = tunnel.SessionConfig{MaxStreams: 1} // a session per connection
+		c.ConnectWait = 2 * time.Second                 // the refused session is not retried for long
 	})
-	greedy := startClient(t, client.Config{
-		Servers:  []string{w.serverAddr},
-		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "greedy"), w.ca.Pool()), ServerName: "localhost"},
-		Routes:   []client.Route{{}},
-		Session:  tunnel.SessionConfig{MaxStreams: 1}, // a session per connection
-		Sessions: 1,
-		Logger:   w.logs.logger("client"),
-	})[0]
 	for range 2 {
 		connectedApp(t, greedy)
 	}
@@ -170,22 +131,9 @@ func TestSessionsPerClientIdentity(t *testing.T) {
 // and one that outlasts the grace is reset.
 func TestSessionLifetime(t *testing.T) {
 	checkLeaks(t)
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.echoAddr = backend(t, echo)
-	w.serverAddr = startServer(t, server.Config{
-		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		Session: tunnel.SessionConfig{MaxLifetime: 500 * time.Millisecond, LifetimeGrace: 2 * time.Second},
-		Logger:  w.logs.logger("server"),
-	})
-	local := startClient(t, client.Config{
-		Servers:  []string{w.serverAddr},
-		TLS:      tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
-		Routes:   []client.Route{{}},
-		Sessions: 1,
-		Logger:   w.logs.logger("client"),
-	})[0]
+	w, local := echoWorld(t, func(c *server.Config) {
+		c.Session = tunnel.SessionConfig{MaxLifetime: 500 * time.Millisecond, LifetimeGrace: 2 * time.Second}
+	}, nil)
 	short := connectedApp(t, local) // finishes within the grace
 	long := connectedApp(t, local)  // outlasts it
 	// The server's GoAway has reached the client when a new connection
@@ -217,25 +165,13 @@ func TestSessionLifetime(t *testing.T) {
 // room at the moment it looked, leaving the other apps waiting).
 func TestPoolGrowsUnderBurst(t *testing.T) {
 	checkLeaks(t)
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.echoAddr = backend(t, echo)
 	one := tunnel.SessionConfig{MaxStreams: 1}
-	w.serverAddr = startServer(t, server.Config{
-		TLS:     tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:  map[string]server.Route{"default": {Target: w.echoAddr, ACL: tunnel.ACL{AllowAll: true}}},
-		Session: one,
-		Logger:  w.logs.logger("server"),
+	w, local := echoWorld(t, func(c *server.Config) {
+		c.Session = one
+	}, func(w *world, c *client.Config) {
+		c.Session = one
+		c.ConnectWait = 5 * time.Second
 	})
-	local := startClient(t, client.Config{
-		Servers:     []string{w.serverAddr},
-		TLS:         tunnel.TLSPolicy{Credentials: creds(w.ca.Client(t, "app"), w.ca.Pool()), ServerName: "localhost"},
-		Routes:      []client.Route{{}},
-		Session:     one,
-		Sessions:    1,
-		ConnectWait: 5 * time.Second,
-		Logger:      w.logs.logger("client"),
-	})[0]
 	const n = 20
 	errs := make(chan error, n)
 	for range n {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtunnel/mtunnel/certs/certstest"
 	"github.com/mtunnel/mtunnel/server"
 	"github.com/mtunnel/mtunnel/tunnel"
 )
@@ -18,15 +17,10 @@ import (
 // with a short dial timeout, and a client agent for it.
 func targetWorld(t *testing.T, target string) (*world, string) {
 	t.Helper()
-	w := &world{logs: newLogSink(t)}
-	w.ca = certstest.New(t)
-	w.serverAddr = startServer(t, server.Config{
-		TLS:         tunnel.TLSPolicy{Credentials: creds(w.ca.Server(t, "localhost"), w.ca.Pool())},
-		Routes:      map[string]server.Route{"default": {Target: target, ACL: tunnel.ACL{AllowAll: true}}},
-		DialTimeout: 500 * time.Millisecond,
-		Logger:      w.logs.logger("server"),
-	})
-	return w, w.client(t, w.ca.Client(t, "app"), "default")[0]
+	return echoWorld(t, func(c *server.Config) {
+		c.Routes["default"] = server.Route{Target: target, ACL: tunnel.ACL{AllowAll: true}}
+		c.DialTimeout = 500 * time.Millisecond
+	}, nil)
 }
 
 // silentListener is a TCP listener whose accept queue is full and never
