@@ -307,7 +307,8 @@ func (s *Session) AcceptStream() (*Stream, error) {
 // Cause returns the error that ended the session, or nil while it is open
 // or when it was closed locally. It is the TLS alert when a server refused
 // our certificate, io.EOF when the peer closed, yamux.ErrKeepAliveTimeout
-// when the peer stopped answering pings.
+// when the peer stopped answering pings, ErrConnAborted when the kernel
+// aborted the connection and a write took the error (batchConn.abortErr).
 func (s *Session) Cause() error {
 	if !s.IsClosed() {
 		return nil
