@@ -31,15 +31,23 @@ func sdNotify(state string) error {
 
 // notifyLifecycle tells the service manager the agent is ready (it is
 // listening, so a unit ordered after it can connect) and, once ctx ends
-// (SIGTERM), that it is stopping while it drains. The returned func stops
-// the second notice; call it when the agent returns.
-func notifyLifecycle(ctx context.Context, log *slog.Logger, status string) (stop func() bool) {
+// (SIGTERM), that it is stopping while it drains. Call the returned func
+// when the agent returns: it makes sure the stopping notice has gone out
+// before the process exits.
+func notifyLifecycle(ctx context.Context, log *slog.Logger, status string) (wait func()) {
 	if err := sdNotify("READY=1\nSTATUS=" + status); err != nil {
 		log.Warn("cannot notify the service manager", "err", err)
 	}
-	return context.AfterFunc(ctx, func() {
+	sent := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(sent)
 		if err := sdNotify("STOPPING=1\nSTATUS=draining"); err != nil {
 			log.Warn("cannot notify the service manager", "err", err)
 		}
 	})
+	return func() {
+		if !stop() { // ctx ended: the notice is on its way
+			<-sent
+		}
+	}
 }

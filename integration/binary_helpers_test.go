@@ -201,13 +201,19 @@ func transferSum(addr string, payload []byte) ([32]byte, int64, error) {
 	if err != nil {
 		return [32]byte{}, 0, err
 	}
+	return transferSumConn(c.(*net.TCPConn), payload)
+}
+
+// transferSumConn is transferSum on a connection the caller made (on
+// another host, say); it closes c.
+func transferSumConn(c *net.TCPConn, payload []byte) ([32]byte, int64, error) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = c.CloseWrite()
 		}
 		werr <- err
 	}()

@@ -15,7 +15,8 @@ import (
 )
 
 // streamOrEcho is a backend whose first byte picks a mode: 'S' streams
-// data until the connection breaks, 'E' echoes the rest.
+// data until the connection breaks, 'U' takes an upload until it breaks,
+// 'E' echoes the rest.
 func streamOrEcho(c *net.TCPConn) {
 	c.SetDeadline(time.Now().Add(60 * time.Second)) // a bound, should the tunnel never break it
 	var mode [1]byte
@@ -30,6 +31,8 @@ func streamOrEcho(c *net.TCPConn) {
 				return
 			}
 		}
+	case 'U':
+		io.Copy(io.Discard, c)
 	case 'E':
 		echo(c)
 	}

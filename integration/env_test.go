@@ -120,6 +120,12 @@ func backend(t testing.TB, handle func(*net.TCPConn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBackend(t, ln, handle)
+}
+
+// serveBackend is backend on a listener the test made, e.g. in another
+// network namespace (netns_helpers_test.go); it returns ln's address.
+func serveBackend(t testing.TB, ln net.Listener, handle func(*net.TCPConn)) string {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

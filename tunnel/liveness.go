@@ -11,6 +11,12 @@ import (
 // ping, arrived from the peer for SessionConfig.KeepAlive+KeepAliveTimeout.
 var ErrPeerUnresponsive = errors.New("peer unresponsive")
 
+// ErrConnAborted ends a session whose connection the kernel aborted (a
+// reset, or TCP_USER_TIMEOUT) when the abort's error went to a write and
+// the read saw only an end of data: the peer did not close it. It wraps
+// that write's error.
+var ErrConnAborted = errors.New("connection aborted (timeout or reset)")
+
 // ErrLifetimeExceeded ends a session that outlived
 // SessionConfig.MaxLifetime plus its drain grace, or its peer certificate.
 var ErrLifetimeExceeded = errors.New("session lifetime exceeded")
@@ -50,7 +56,6 @@ func (w *watchdog) run(keepAlive, timeout time.Duration) {
 	for {
 		select {
 		case <-w.s.CloseChan():
-			w.s.wakeStreams()
 			return
 		case <-t.C:
 		}

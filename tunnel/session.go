@@ -310,7 +310,8 @@ func (s *Session) AcceptStream() (*Stream, error) {
 // Cause returns the error that ended the session, or nil while it is open
 // or when it was closed locally. It is the TLS alert when a server refused
 // our certificate, io.EOF when the peer closed, yamux.ErrKeepAliveTimeout
-// when the peer stopped answering pings.
+// when the peer stopped answering pings, ErrConnAborted when the kernel
+// aborted the connection and a write took the error (batchConn.abortErr).
 func (s *Session) Cause() error {
 	if !s.IsClosed() {
 		return nil
@@ -425,6 +426,14 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	}
 	every, timeout := sc.keepAlive()
 	go newWatchdog(s, every, timeout).run(every, timeout)
+	// Its own goroutine: yamux closes the shutdown channel first and then
+	// blocks in Close (flushing to a dead peer, then freeing each stream),
+	// and whoever called Close, the watchdog included, cannot wake the
+	// streams meanwhile.
+	go func() {
+		<-s.CloseChan()
+		s.wakeStreams()
+	}()
 	go s.retire(sc.MaxLifetime, cmp.Or(sc.LifetimeGrace, defaultGrace))
 	return s, nil
 }

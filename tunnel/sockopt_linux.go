@@ -3,6 +3,8 @@ package tunnel
 import (
 	"net"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // tcpNotSentLowat is TCP_NOTSENT_LOWAT from linux/tcp.h (the syscall
@@ -43,4 +45,27 @@ func tuneTunnelSocket(c net.Conn, sc SessionConfig) {
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotSentLowat, notSentLowat)
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int((every + timeout).Milliseconds()))
 	})
+}
+
+// tcpStateClose is TCP_CLOSE from include/net/tcp_states.h.
+const tcpStateClose = 7
+
+// tcpClosed reports whether the kernel has closed c's connection (an
+// abort, or a FIN and then a reset), as opposed to it being open or only
+// half-closed by the peer (CLOSE_WAIT). See batchConn.abortErr.
+func tcpClosed(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	raw.Control(func(fd uintptr) { // not run once we closed c ourselves
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		closed = err == nil && info.State == tcpStateClose
+	})
+	return closed
 }

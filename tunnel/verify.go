@@ -297,7 +297,8 @@ func Classify(err error) Reason {
 		return ReasonTimeout
 	case errors.As(err, &op) && op.Op == "dial":
 		return ReasonUnreachable
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, ErrConnAborted), errors.Is(err, net.ErrClosed):
 		return ReasonPeerClosed
 	case errors.As(err, &op) && op.Op == "remote error":
 		// crypto/tls reports an alert from the peer as a *net.OpError
