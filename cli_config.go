@@ -58,8 +58,9 @@ type clientFile struct {
 }
 
 type clientFileRoute struct {
-	Listen string `yaml:"listen"`
-	Route  string `yaml:"route"`
+	Listen     string `yaml:"listen"`
+	Route      string `yaml:"route"`
+	ListenMode string `yaml:"listen_mode"` // octal, for unix: listeners
 }
 
 // loadYAML decodes path into v strictly and makes the relative paths that
@@ -107,7 +108,7 @@ var yamlPlaces = strings.NewReplacer(
 	"into map[string]main.serverFileRoute", "into routes (a mapping from route name to target and allow)",
 	"into []main.clientFileRoute", "into routes (a list of listen and route)",
 	"into main.serverFileRoute", "into a route (target, allow, allow_all)",
-	"into main.clientFileRoute", "into a route (listen, route)",
+	"into main.clientFileRoute", "into a route (listen, route, listen_mode)",
 	"into main.serverFile", "into the top level (a mapping of settings)",
 	"into main.clientFile", "into the top level (a mapping of settings)",
 	"into main.fileTLS", "into tls (a mapping of settings)",

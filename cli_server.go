@@ -46,7 +46,7 @@ func serverCommand() *cli.Command {
 		Usage: "run the server agent: accept mTLS sessions and forward routes to targets",
 		Flags: append(append(tlsFlags(), verifyFlags()...),
 			&cli.StringFlag{Name: "listen", Usage: "mTLS listen `ADDR` (host:port)", EnvVars: env("LISTEN")},
-			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\"", EnvVars: env("TARGET")},
+			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\", or a unix socket, unix:/var/run/postgresql/.s.PGSQL.5432", EnvVars: env("TARGET")},
 			&cli.StringSliceFlag{Name: "allow-cn", Usage: "allow client certificates with this common name on \"default\"", EnvVars: env("ALLOW_CN")},
 			&cli.StringSliceFlag{Name: "allow-ou", Usage: "allow client certificates with this organizational unit", EnvVars: env("ALLOW_OU")},
 			&cli.StringSliceFlag{Name: "allow-dns", Usage: "allow client certificates with this DNS SAN", EnvVars: env("ALLOW_DNS")},

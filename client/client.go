@@ -67,7 +67,7 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Listen() ([]net.Addr, error) {
 	var addrs []net.Addr
 	for _, r := range c.cfg.Routes {
-		ln, err := net.Listen("tcp", r.Listen)
+		ln, err := listen(r)
 		if err != nil {
 			c.closeListeners()
 			return nil, fmt.Errorf("client: listen on %s for route %q: %w", r.Listen, r.Route, err)
@@ -179,7 +179,7 @@ func (c *Client) acceptLoop(ctx context.Context, ln net.Listener, route string, 
 // serveConn carries one app connection through a stream.
 func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	start := time.Now()
-	log := c.log.With("route", route, "app", app.RemoteAddr().String())
+	log := c.log.With("route", route, "app", appName(app))
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ConnectWait)
 	st, sess, err := c.pool.Open(wctx)
 	cancel()
@@ -218,6 +218,15 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	default:
 		log.Info("stream ended", append(attrs, "result", "ok")...)
 	}
+}
+
+// appName names an app connection in logs: its address, or "unix" for a
+// unix socket peer, which has no name.
+func appName(app net.Conn) string {
+	if _, ok := app.(*net.UnixConn); ok {
+		return "unix"
+	}
+	return app.RemoteAddr().String()
 }
 
 func (c *Client) logOpenFailed(log *slog.Logger, err error) {

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,10 +193,11 @@ func startAgent(t testing.TB, name string, env []string, args ...string) *childP
 	return startProc(t, name, agentCmd(t, env, args...), syscall.SIGTERM)
 }
 
-// transferSum sends payload through addr, half-closes, reads to EOF and
-// returns the SHA-256 and length of what came back.
+// transferSum sends payload through addr (host:port or unix:/path),
+// half-closes, reads to EOF and returns the SHA-256 and length of what came
+// back.
 func transferSum(addr string, payload []byte) ([32]byte, int64, error) {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialAddr(addr)
 	if err != nil {
 		return [32]byte{}, 0, err
 	}
@@ -207,7 +207,7 @@ func transferSum(addr string, payload []byte) ([32]byte, int64, error) {
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = closeWrite(c)
 		}
 		werr <- err
 	}()

@@ -154,10 +154,24 @@ func random(t testing.TB, n int) []byte {
 	return b
 }
 
-// echoCheck sends n random bytes through addr to an echo backend,
-// half-closes, and checks the SHA-256 of what comes back.
+// dialAddr connects to host:port, or to a unix socket for unix:/path.
+func dialAddr(addr string) (net.Conn, error) {
+	network, address, err := tunnel.SplitNetwork(addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.Dial(network, address)
+}
+
+// closeWrite half-closes a TCP or unix connection.
+func closeWrite(c net.Conn) error {
+	return c.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// echoCheck sends n random bytes through addr (host:port or unix:/path) to
+// an echo backend, half-closes, and checks the SHA-256 of what comes back.
 func echoCheck(t testing.TB, addr string, n int) error {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialAddr(addr)
 	if err != nil {
 		return err
 	}
@@ -168,7 +182,7 @@ func echoCheck(t testing.TB, addr string, n int) error {
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = closeWrite(c)
 		}
 		werr <- err
 	}()

@@ -28,6 +28,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no routes", Config{Listen: ":0", TLS: policy}, "no routes"},
 		{"deny by default", Config{Listen: ":0", TLS: policy, Routes: map[string]Route{"default": {Target: "db:1"}}}, "allows nobody"},
 		{"bad target", Config{Listen: ":0", TLS: policy, Routes: map[string]Route{"default": {Target: "db", ACL: allowApp}}}, "target"},
+		{"unix target", Config{Listen: ":0", TLS: policy, Routes: map[string]Route{"default": {Target: "unix:/var/run/postgresql/.s.PGSQL.5432", ACL: allowApp}}}, ""},
+		{"relative unix target", Config{Listen: ":0", TLS: policy, Routes: map[string]Route{"default": {Target: "unix:pg.sock", ACL: allowApp}}}, "must be absolute"},
 		{"bad route name", Config{Listen: ":0", TLS: policy, Routes: map[string]Route{"a b": {Target: "db:1", ACL: allowApp}}}, "name must be"},
 		{"bad rule", Config{Listen: ":0", TLS: policy, Routes: map[string]Route{"default": {Target: "db:1", ACL: tunnel.ACL{Rules: []tunnel.Rule{{}}}}}}, "rule 1"},
 		{"tls 1.1", Config{Listen: ":0", TLS: tunnel.TLSPolicy{Credentials: policy.Credentials, MinVersion: 0x0302}, Routes: map[string]Route{"default": {Target: "db:1", ACL: allowApp}}}, "not allowed"},

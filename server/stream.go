@@ -69,7 +69,8 @@ func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Str
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
-	target, err := d.DialContext(dctx, "tcp", route.Target)
+	network, address, _ := tunnel.SplitNetwork(route.Target) // checked by Validate
+	target, err := d.DialContext(dctx, network, address)
 	if err != nil {
 		reason := "target unreachable"
 		var ne net.Error
