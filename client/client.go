@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -190,7 +191,9 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	}
 	defer c.pool.Release(sess)
 	log = log.With("server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "stream", st.StreamID())
-	hdr, err := tunnel.AppendRequest(nil, route)
+	req := tunnel.Request{Route: route}
+	req.Src, req.Dst = appOrigin(app)
+	hdr, err := tunnel.AppendRequest(nil, req)
 	if err == nil {
 		_, err = st.Write(hdr)
 	}
@@ -218,6 +221,20 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	default:
 		log.Info("stream ended", append(attrs, "result", "ok")...)
 	}
+}
+
+// appOrigin returns the app's address and the one it connected to, for the
+// server agent to pass on (PROXY protocol). An app on a unix socket has
+// none. IPv4 apps on a dual-stack listener show as IPv4, not IPv4-mapped
+// IPv6.
+func appOrigin(app net.Conn) (src, dst netip.AddrPort) {
+	remote, ok1 := app.RemoteAddr().(*net.TCPAddr)
+	local, ok2 := app.LocalAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return src, dst
+	}
+	src, dst = remote.AddrPort(), local.AddrPort()
+	return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 }
 
 // appName names an app connection in logs: its address, or "unix" for a

@@ -17,8 +17,11 @@ import (
 // (MySQL, SMTP) get their greeting through.
 func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream, log *slog.Logger) {
 	start := time.Now()
-	route, target, resp, err := s.admit(ctx, sess, st)
-	log = log.With("route", route, "stream", st.StreamID())
+	req, target, resp, err := s.admit(ctx, sess, st)
+	log = log.With("route", req.Route, "stream", st.StreamID())
+	if req.HasOrigin() {
+		log = log.With("app", req.Src.String())
+	}
 	if resp.Status != tunnel.StatusOK {
 		log.Warn("stream rejected", "result", resp.Status.String(), "reason", resp.Reason, "err", err)
 		s.reply(st, resp)
@@ -42,26 +45,28 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 
 // admit reads the header and decides. On StatusOK target is the dialled
 // connection; otherwise target is nil, resp says why in words fit for the
-// client, and err (if any) carries the detail for our own log.
-func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (string, net.Conn, tunnel.Response, error) {
+// client, and err (if any) carries the detail for our own log. req is as
+// much of the header as was read.
+func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (tunnel.Request, net.Conn, tunnel.Response, error) {
 	// A stream beyond the cap is refused: the cap keeps the session within
 	// its memory budget (tunnel.SessionConfig.MemoryBudget).
 	if n, limit := sess.NumStreams(), s.cfg.Session.StreamCap(); n > limit {
-		return "", nil, tunnel.Response{Status: tunnel.StatusUnavailable,
+		return tunnel.Request{}, nil, tunnel.Response{Status: tunnel.StatusUnavailable,
 			Reason: fmt.Sprintf("too many streams on this session (%d, limit %d)", n, limit)}, nil
 	}
 	st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-	name, err := tunnel.ReadRequest(st)
+	req, err := tunnel.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
-		return "", nil, tunnel.Response{Status: tunnel.StatusBadRequest, Reason: err.Error()}, err
+		return req, nil, tunnel.Response{Status: tunnel.StatusBadRequest, Reason: err.Error()}, err
 	}
+	name := req.Route
 	route, ok := s.cfg.Routes[name]
 	if !ok {
-		return name, nil, tunnel.Response{Status: tunnel.StatusUnknownRoute, Reason: fmt.Sprintf("no route %q on this server", name)}, nil
+		return req, nil, tunnel.Response{Status: tunnel.StatusUnknownRoute, Reason: fmt.Sprintf("no route %q on this server", name)}, nil
 	}
 	if ok, _ := route.ACL.Allows(sess.Peer); !ok {
-		return name, nil, tunnel.Response{Status: tunnel.StatusForbidden,
+		return req, nil, tunnel.Response{Status: tunnel.StatusForbidden,
 			Reason: fmt.Sprintf("identity %s is not allowed on route %q", tunnel.PeerID(sess.Peer), name)}, nil
 	}
 	// Not cancelled by shutdown: a stream that reaches us while we drain
@@ -77,9 +82,9 @@ func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Str
 		if errors.As(err, &ne) && ne.Timeout() {
 			reason = "target dial timed out"
 		}
-		return name, nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", name, reason)}, err
+		return req, nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", name, reason)}, err
 	}
-	return name, target, tunnel.Response{Status: tunnel.StatusOK}, nil
+	return req, target, tunnel.Response{Status: tunnel.StatusOK}, nil
 }
 
 // reply writes resp with a bound, since a stalled client must not pin this
