@@ -45,9 +45,10 @@ type serverFile struct {
 }
 
 type serverFileRoute struct {
-	Target   string        `yaml:"target"`
-	Allow    []tunnel.Rule `yaml:"allow"`
-	AllowAll bool          `yaml:"allow_all"`
+	Target        string        `yaml:"target"`
+	Allow         []tunnel.Rule `yaml:"allow"`
+	AllowAll      bool          `yaml:"allow_all"`
+	ProxyProtocol string        `yaml:"proxy_protocol"` // v2 or none
 }
 
 type clientFile struct {
@@ -107,7 +108,7 @@ var yamlPlaces = strings.NewReplacer(
 	"in type tunnel.Rule", "in an allow rule",
 	"into map[string]main.serverFileRoute", "into routes (a mapping from route name to target and allow)",
 	"into []main.clientFileRoute", "into routes (a list of listen and route)",
-	"into main.serverFileRoute", "into a route (target, allow, allow_all)",
+	"into main.serverFileRoute", "into a route (target, allow, allow_all, proxy_protocol)",
 	"into main.clientFileRoute", "into a route (listen, route, listen_mode)",
 	"into main.serverFile", "into the top level (a mapping of settings)",
 	"into main.clientFile", "into the top level (a mapping of settings)",

@@ -149,6 +149,10 @@ func TestServerConfig(t *testing.T) {
 	p := newPKI(t)
 	file := writeFile(t, p.dir, "server.yaml", serverYAML)
 	empty := writeFile(t, p.dir, "empty.yaml", "")
+	ppFile := writeFile(t, p.dir, "pp.yaml", "listen: :1\nroutes:\n"+
+		"  pg: {target: 'unix:/var/run/postgresql/.s.PGSQL.5432', allow_all: true, proxy_protocol: v2}\n"+
+		"  web: {target: 'web:80', allow_all: true, proxy_protocol: none}\n"+
+		"  api: {target: 'api:80', allow_all: true}\n")
 	envCert, envKey := p.pair("server-env")
 	tests := []struct {
 		name string
@@ -229,6 +233,18 @@ func TestServerConfig(t *testing.T) {
 		wantRoutes: map[string]server.Route{"default": {Target: "unix:/var/run/postgresql/.s.PGSQL.5432", ACL: tunnel.ACL{AllowAll: true}}},
 		wantCN:     "server-flag",
 		wantMin:    tls.VersionTLS13,
+	}, {
+		name:       "proxy protocol per route",
+		args:       append([]string{"--config", ppFile, "--target", "db:5432", "--allow-all", "--proxy-protocol", "v2"}, p.flags("server-flag")...),
+		wantListen: ":1",
+		wantRoutes: map[string]server.Route{
+			"default": {Target: "db:5432", ACL: tunnel.ACL{AllowAll: true}, ProxyProtocol: server.ProxyV2},
+			"pg":      {Target: "unix:/var/run/postgresql/.s.PGSQL.5432", ACL: tunnel.ACL{AllowAll: true}, ProxyProtocol: server.ProxyV2},
+			"web":     {Target: "web:80", ACL: tunnel.ACL{AllowAll: true}},
+			"api":     {Target: "api:80", ACL: tunnel.ACL{AllowAll: true}},
+		},
+		wantCN:  "server-flag",
+		wantMin: tls.VersionTLS13,
 	}, {
 		name:       "empty file, everything from flags",
 		args:       append([]string{"--config", empty, "--listen", ":1", "--target", "db:5432", "--allow-all"}, p.flags("server-flag")...),
@@ -570,6 +586,7 @@ func TestConfigErrors(t *testing.T) {
 	listRoutes := writeFile(t, p.dir, "list-routes.yaml", "listen: :1\nroutes:\n  - listen: :2\n")
 	scalarRule := writeFile(t, p.dir, "scalar-rule.yaml", "listen: :1\nroutes:\n  db:\n    target: db:1\n    allow: [app]\n")
 	badMode := writeFile(t, p.dir, "bad-mode.yaml", "server: a:1\nroutes:\n  - listen: unix:/run/a.sock\n  - listen: unix:/run/b.sock\n    listen_mode: rw-rw----\n")
+	badPP := writeFile(t, p.dir, "bad-pp.yaml", "listen: :1\nroutes:\n  pg:\n    target: db:1\n    allow_all: true\n    proxy_protocol: v1\n")
 	relativeTarget := writeFile(t, p.dir, "relative-target.yaml", "listen: :1\nroutes:\n  pg:\n    target: unix:pg.sock\n    allow_all: true\n")
 
 	tests := []struct {
@@ -611,6 +628,9 @@ func TestConfigErrors(t *testing.T) {
 		{"--listen-mode on TCP", nil, slices.Concat([]string{"client", "--server", "a:1", "--listen", "127.0.0.1:0", "--listen-mode", "0660"}, cliFlags), []string{"unix: listeners only"}},
 		{"relative unix listen", nil, slices.Concat([]string{"client", "--server", "a:1", "--listen", "unix:a.sock"}, cliFlags), []string{`"unix:a.sock"`, "must be absolute"}},
 		{"relative unix target", nil, append([]string{"server", "--config", relativeTarget}, srvFlags...), []string{`route "pg"`, "must be absolute", relativeTarget}},
+		{"proxy_protocol v1 in the file", nil, append([]string{"server", "--config", badPP}, srvFlags...), []string{badPP + `: routes.pg.proxy_protocol "v1": want v2 or none`}},
+		{"--proxy-protocol bogus", nil, append([]string{"server", "--target", "db:1", "--allow-all", "--proxy-protocol", "yes"}, srvFlags...), []string{`--proxy-protocol "yes": want v2 or none`}},
+		{"--proxy-protocol without target", nil, append([]string{"server", "--config", routesOnly, "--proxy-protocol", "v2"}, srvFlags...), []string{"--proxy-protocol", "give --target too"}},
 		{"client certificate as server", nil, append([]string{"server", "--target", "db:1", "--allow-all"}, cliFlags...), []string{"--cert"}},
 	}
 	for _, tt := range tests {

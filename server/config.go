@@ -45,7 +45,21 @@ type Route struct {
 	// a unix stream socket (tunnel.UnixPrefix).
 	Target string
 	ACL    tunnel.ACL // deny unless AllowAll or a rule matches
+	// ProxyProtocol ProxyV2 makes the agent write a PROXY protocol v2
+	// header to the target before the stream's bytes: the app's address
+	// as the client agent reported it, and the client's verified identity
+	// (tunnel.ProxyHeader). The target must trust this agent, and every
+	// client allowed on the route to report its apps' addresses honestly:
+	// only the identity comes from the agent's own checks. "" or ProxyNone:
+	// no header.
+	ProxyProtocol string
 }
+
+// Route.ProxyProtocol values.
+const (
+	ProxyNone = "none"
+	ProxyV2   = "v2"
+)
 
 // Validate checks the configuration without touching the network.
 func (c *Config) Validate() error {
@@ -67,6 +81,9 @@ func (c *Config) Validate() error {
 		}
 		if err := checkTarget(r.Target); err != nil {
 			return fmt.Errorf("server: route %q: %w", name, err)
+		}
+		if p := r.ProxyProtocol; p != "" && p != ProxyNone && p != ProxyV2 {
+			return fmt.Errorf("server: route %q: proxy protocol %q: want %s or %s", name, p, ProxyV2, ProxyNone)
 		}
 		if err := r.ACL.Validate(); err != nil {
 			return fmt.Errorf("server: route %q: %w", name, err)

@@ -69,6 +69,24 @@ func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Str
 		return req, nil, tunnel.Response{Status: tunnel.StatusForbidden,
 			Reason: fmt.Sprintf("identity %s is not allowed on route %q", tunnel.PeerID(sess.Peer), name)}, nil
 	}
+	target, resp, err := s.connect(ctx, sess, req, route)
+	return req, target, resp, err
+}
+
+// connect dials the route's target and, if the route says so, writes the
+// PROXY protocol header, within DialTimeout.
+func (s *Server) connect(ctx context.Context, sess *tunnel.Session, req tunnel.Request, route Route) (net.Conn, tunnel.Response, error) {
+	var header []byte
+	if route.ProxyProtocol == ProxyV2 {
+		var err error
+		header, err = tunnel.AppendProxyHeader(nil, tunnel.ProxyHeader{
+			Src: req.Src, Dst: req.Dst, Peer: sess.Peer, TLSVersion: sess.TLSVersion,
+		})
+		if err != nil { // built before dialling: the target never sees a connection we give up
+			return nil, tunnel.Response{Status: tunnel.StatusForbidden,
+				Reason: fmt.Sprintf("route %q: the client identity does not fit in a PROXY protocol header", req.Route)}, err
+		}
+	}
 	// Not cancelled by shutdown: a stream that reaches us while we drain
 	// crossed our GoAway and is served like any other.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DialTimeout)
@@ -76,15 +94,26 @@ func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Str
 	var d net.Dialer
 	network, address, _ := tunnel.SplitNetwork(route.Target) // checked by Validate
 	target, err := d.DialContext(dctx, network, address)
+	if err == nil && header != nil {
+		// One write, as the spec asks: receivers such as HAProxy read the
+		// header at once and refuse one that arrives in pieces.
+		deadline, _ := dctx.Deadline()
+		target.SetWriteDeadline(deadline)
+		if _, err = target.Write(header); err != nil {
+			target.Close()
+			err = fmt.Errorf("write PROXY protocol header: %w", err)
+		}
+		target.SetWriteDeadline(time.Time{})
+	}
 	if err != nil {
 		reason := "target unreachable"
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			reason = "target dial timed out"
 		}
-		return req, nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", name, reason)}, err
+		return nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", req.Route, reason)}, err
 	}
-	return req, target, tunnel.Response{Status: tunnel.StatusOK}, nil
+	return target, tunnel.Response{Status: tunnel.StatusOK}, nil
 }
 
 // reply writes resp with a bound, since a stalled client must not pin this

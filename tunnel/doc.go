@@ -52,6 +52,19 @@
 // agent resets the app's connection; app bytes sent before the answer are
 // discarded by the server, never forwarded.
 //
+// PROXY protocol. For a route with proxy_protocol v2 the server agent
+// writes a PROXY protocol v2 header (HAProxy's proxy-protocol.txt) to the
+// target right after connecting, in one write, before any byte of the
+// stream: the PROXY command with the origin of a kind 2 request (TCP over
+// IPv4, or IPv6), or the LOCAL command without addresses for a kind 1
+// request, then TLVs that describe the verified client certificate:
+// PP2_TYPE_SSL (0x20; client = SSL | CERT_CONN | CERT_SESS, verify = 0)
+// with PP2_SUBTYPE_SSL_VERSION ("TLSv1.3") and PP2_SUBTYPE_SSL_CN,
+// PP2TypeClientURI (0xE0) once per URI SAN, and PP2TypeClientIdentity
+// (0xE1, the identity as logged). See proxyproto.go. The addresses are what
+// the client agent reported; only the identity is the server's own
+// finding.
+//
 // Ends. A FIN on a stream is a half-close: when the app shuts down writing,
 // the target sees a FIN and the other direction keeps flowing, and the same
 // the other way. Once one direction has ended, the other is cut if it stays
