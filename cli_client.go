@@ -3,6 +3,9 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mtunnel/mtunnel/client"
@@ -16,7 +19,8 @@ func clientCommand() *cli.Command {
 		Usage: "run the client agent: listen locally and carry each connection to the server agent",
 		Flags: append(append(tlsFlags(), verifyFlags()...),
 			&cli.BoolFlag{Name: "legacy-cn", Usage: "accept a server certificate without any SAN whose common name matches --server-name (logged)", EnvVars: env("LEGACY_CN")},
-			&cli.StringFlag{Name: "listen", Usage: "local listen `ADDR`, e.g. 127.0.0.1:15432", EnvVars: env("LISTEN")},
+			&cli.StringFlag{Name: "listen", Usage: "local listen `ADDR`, e.g. 127.0.0.1:15432, or a unix socket, unix:/run/mtunnel/pg.sock", EnvVars: env("LISTEN")},
+			&cli.StringFlag{Name: "listen-mode", Usage: "permission bits of a unix: --listen socket file, in octal; whoever can connect uses this agent's identity", DefaultText: "0600", EnvVars: env("LISTEN_MODE")},
 			&cli.StringSliceFlag{Name: "server", Usage: "server agent `HOST:PORT`; repeat it for several servers serving the same routes (MTUNNEL_SERVER: comma-separated)", EnvVars: env("SERVER")},
 			&cli.StringFlag{Name: "server-name", Usage: "name every server certificate must carry (default: the host of each --server)", EnvVars: env("SERVER_NAME")},
 			&cli.StringFlag{Name: "route", Value: "default", Usage: "route `NAME` on the server for --listen", EnvVars: env("ROUTE")},
@@ -85,25 +89,9 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 	if err != nil {
 		return fail(err)
 	}
-	var routes []client.Route
-	for _, r := range f.Routes {
-		routes = append(routes, client.Route{Listen: r.Listen, Route: r.Route})
-	}
-	// --listen and --route describe one route: they override the file's
-	// route when it has exactly one, and are refused when it has several
-	// (which one would they mean?).
-	switch {
-	case (c.IsSet("listen") || c.IsSet("route")) && len(routes) > 1:
-		return fail(configErrorf("--listen/--route (or MTUNNEL_LISTEN/MTUNNEL_ROUTE) set one route, but %s has %d; set listen addresses in the file", file, len(routes)))
-	case len(routes) == 1:
-		if c.IsSet("listen") {
-			routes[0].Listen = c.String("listen")
-		}
-		if c.IsSet("route") {
-			routes[0].Route = c.String("route")
-		}
-	case c.IsSet("listen"):
-		routes = []client.Route{{Listen: c.String("listen"), Route: c.String("route")}}
+	routes, err := clientRoutes(c, f, file)
+	if err != nil {
+		return fail(err)
 	}
 	if len(routes) == 0 {
 		return fail(configErrorf("no route: give --listen (and --route), or routes in --config"))
@@ -127,6 +115,55 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
 	return cfg, tl, nil
+}
+
+// clientRoutes resolves the routes: the file's, with --listen, --route and
+// --listen-mode describing one route. They override the file's route when
+// it has exactly one, and are refused when it has several (which one would
+// they mean?).
+func clientRoutes(c *cli.Context, f clientFile, file string) ([]client.Route, error) {
+	var routes []client.Route
+	for i, r := range f.Routes {
+		mode, err := parseMode(r.ListenMode, fmt.Sprintf("%s: routes[%d].listen_mode", file, i))
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, client.Route{Listen: r.Listen, Route: r.Route, ListenMode: mode})
+	}
+	mode, err := parseMode(c.String("listen-mode"), "--listen-mode")
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case (c.IsSet("listen") || c.IsSet("route") || c.IsSet("listen-mode")) && len(routes) > 1:
+		return nil, configErrorf("--listen/--route/--listen-mode (or MTUNNEL_LISTEN/MTUNNEL_ROUTE/MTUNNEL_LISTEN_MODE) set one route, but %s has %d; set them in the file", file, len(routes))
+	case len(routes) == 1:
+		if c.IsSet("listen") {
+			routes[0].Listen = c.String("listen")
+		}
+		if c.IsSet("route") {
+			routes[0].Route = c.String("route")
+		}
+		if c.IsSet("listen-mode") {
+			routes[0].ListenMode = mode
+		}
+	case c.IsSet("listen"):
+		routes = []client.Route{{Listen: c.String("listen"), Route: c.String("route"), ListenMode: mode}}
+	}
+	return routes, nil
+}
+
+// parseMode parses an octal permission mode like "0660"; "" is the
+// agent's default.
+func parseMode(s, source string) (os.FileMode, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "0o"), 8, 32)
+	if err != nil || m > 0o777 || m == 0 {
+		return 0, configErrorf("%s %q: want octal permission bits from 0001 to 0777, like 0660", source, s)
+	}
+	return os.FileMode(m), nil
 }
 
 // pickServers resolves the server list: --server (or MTUNNEL_SERVER) if

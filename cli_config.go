@@ -45,9 +45,10 @@ type serverFile struct {
 }
 
 type serverFileRoute struct {
-	Target   string        `yaml:"target"`
-	Allow    []tunnel.Rule `yaml:"allow"`
-	AllowAll bool          `yaml:"allow_all"`
+	Target        string        `yaml:"target"`
+	Allow         []tunnel.Rule `yaml:"allow"`
+	AllowAll      bool          `yaml:"allow_all"`
+	ProxyProtocol string        `yaml:"proxy_protocol"` // v2 or none
 }
 
 type clientFile struct {
@@ -58,8 +59,9 @@ type clientFile struct {
 }
 
 type clientFileRoute struct {
-	Listen string `yaml:"listen"`
-	Route  string `yaml:"route"`
+	Listen     string `yaml:"listen"`
+	Route      string `yaml:"route"`
+	ListenMode string `yaml:"listen_mode"` // octal, for unix: listeners
 }
 
 // loadYAML decodes path into v strictly and makes the relative paths that
@@ -106,8 +108,8 @@ var yamlPlaces = strings.NewReplacer(
 	"in type tunnel.Rule", "in an allow rule",
 	"into map[string]main.serverFileRoute", "into routes (a mapping from route name to target and allow)",
 	"into []main.clientFileRoute", "into routes (a list of listen and route)",
-	"into main.serverFileRoute", "into a route (target, allow, allow_all)",
-	"into main.clientFileRoute", "into a route (listen, route)",
+	"into main.serverFileRoute", "into a route (target, allow, allow_all, proxy_protocol)",
+	"into main.clientFileRoute", "into a route (listen, route, listen_mode)",
 	"into main.serverFile", "into the top level (a mapping of settings)",
 	"into main.clientFile", "into the top level (a mapping of settings)",
 	"into main.fileTLS", "into tls (a mapping of settings)",

@@ -149,6 +149,10 @@ func TestServerConfig(t *testing.T) {
 	p := newPKI(t)
 	file := writeFile(t, p.dir, "server.yaml", serverYAML)
 	empty := writeFile(t, p.dir, "empty.yaml", "")
+	ppFile := writeFile(t, p.dir, "pp.yaml", "listen: :1\nroutes:\n"+
+		"  pg: {target: 'unix:/var/run/postgresql/.s.PGSQL.5432', allow_all: true, proxy_protocol: v2}\n"+
+		"  web: {target: 'web:80', allow_all: true, proxy_protocol: none}\n"+
+		"  api: {target: 'api:80', allow_all: true}\n")
 	envCert, envKey := p.pair("server-env")
 	tests := []struct {
 		name string
@@ -223,6 +227,25 @@ func TestServerConfig(t *testing.T) {
 		wantCN:  "server-flag",
 		wantMin: tls.VersionTLS13,
 	}, {
+		name:       "unix target",
+		args:       append([]string{"--listen", ":8443", "--target", "unix:/var/run/postgresql/.s.PGSQL.5432", "--allow-all"}, p.flags("server-flag")...),
+		wantListen: ":8443",
+		wantRoutes: map[string]server.Route{"default": {Target: "unix:/var/run/postgresql/.s.PGSQL.5432", ACL: tunnel.ACL{AllowAll: true}}},
+		wantCN:     "server-flag",
+		wantMin:    tls.VersionTLS13,
+	}, {
+		name:       "proxy protocol per route",
+		args:       append([]string{"--config", ppFile, "--target", "db:5432", "--allow-all", "--proxy-protocol", "v2"}, p.flags("server-flag")...),
+		wantListen: ":1",
+		wantRoutes: map[string]server.Route{
+			"default": {Target: "db:5432", ACL: tunnel.ACL{AllowAll: true}, ProxyProtocol: server.ProxyV2},
+			"pg":      {Target: "unix:/var/run/postgresql/.s.PGSQL.5432", ACL: tunnel.ACL{AllowAll: true}, ProxyProtocol: server.ProxyV2},
+			"web":     {Target: "web:80", ACL: tunnel.ACL{AllowAll: true}},
+			"api":     {Target: "api:80", ACL: tunnel.ACL{AllowAll: true}},
+		},
+		wantCN:  "server-flag",
+		wantMin: tls.VersionTLS13,
+	}, {
 		name:       "empty file, everything from flags",
 		args:       append([]string{"--config", empty, "--listen", ":1", "--target", "db:5432", "--allow-all"}, p.flags("server-flag")...),
 		wantListen: ":1",
@@ -278,6 +301,11 @@ func TestClientConfig(t *testing.T) {
 	one := writeFile(t, p.dir, "client1.yaml", strings.Replace(clientYAML, "  - listen: 127.0.0.1:18080\n", "", 1))
 	several := writeFile(t, p.dir, "client-several.yaml", strings.Replace(clientYAML, "server: tunnel.example.com:8443\n",
 		"servers:\n  - tunnel-a.example.com:8443\n  - tunnel-b.example.com:8443\n", 1))
+	unixFile := writeFile(t, p.dir, "client-unix.yaml", "server: tunnel.example.com:8443\nroutes:\n"+
+		"  - listen: unix:/run/mtunnel/pg.sock\n    route: db\n    listen_mode: \"0660\"\n"+
+		"  - listen: unix:/run/mtunnel/web.sock\n    listen_mode: 0640 # unquoted: read as written\n")
+	unixOne := writeFile(t, p.dir, "client-unix1.yaml", "server: tunnel.example.com:8443\nroutes:\n"+
+		"  - listen: unix:/run/mtunnel/pg.sock\n    route: db\n    listen_mode: \"0660\"\n")
 	envCert, envKey := p.pair("client-env")
 	yamlRoutes := []client.Route{{Listen: "127.0.0.1:15432", Route: "db"}, {Listen: "127.0.0.1:18080"}}
 	tests := []struct {
@@ -362,6 +390,28 @@ func TestClientConfig(t *testing.T) {
 		args:        append([]string{"--listen", "127.0.0.1:7004"}, p.flags("client-flag")...),
 		wantServers: []string{"a.example.com:1", "b.example.com:2"},
 		wantRoutes:  []client.Route{{Listen: "127.0.0.1:7004", Route: "default"}},
+		wantCN:      "client-flag",
+		wantMin:     tls.VersionTLS13,
+	}, {
+		name:        "unix listener with a mode from the file",
+		args:        append([]string{"--config", unixFile}, p.flags("client-flag")...),
+		wantServers: []string{"tunnel.example.com:8443"},
+		wantRoutes: []client.Route{{Listen: "unix:/run/mtunnel/pg.sock", Route: "db", ListenMode: 0o660},
+			{Listen: "unix:/run/mtunnel/web.sock", ListenMode: 0o640}},
+		wantCN:  "client-flag",
+		wantMin: tls.VersionTLS13,
+	}, {
+		name:        "unix listener with a mode from flags",
+		args:        append([]string{"--server", "tunnel.example.com:8443", "--listen", "unix:/run/mtunnel/pg.sock", "--listen-mode", "0666"}, p.flags("client-flag")...),
+		wantServers: []string{"tunnel.example.com:8443"},
+		wantRoutes:  []client.Route{{Listen: "unix:/run/mtunnel/pg.sock", Route: "default", ListenMode: 0o666}},
+		wantCN:      "client-flag",
+		wantMin:     tls.VersionTLS13,
+	}, {
+		name:        "--listen-mode overrides the file's one route",
+		args:        append([]string{"--config", unixOne, "--listen-mode", "0600"}, p.flags("client-flag")...),
+		wantServers: []string{"tunnel.example.com:8443"},
+		wantRoutes:  []client.Route{{Listen: "unix:/run/mtunnel/pg.sock", Route: "db", ListenMode: 0o600}},
 		wantCN:      "client-flag",
 		wantMin:     tls.VersionTLS13,
 	}, {
@@ -535,6 +585,9 @@ func TestConfigErrors(t *testing.T) {
 	// (map[string]main.serverFileRoute, tunnel.Rule).
 	listRoutes := writeFile(t, p.dir, "list-routes.yaml", "listen: :1\nroutes:\n  - listen: :2\n")
 	scalarRule := writeFile(t, p.dir, "scalar-rule.yaml", "listen: :1\nroutes:\n  db:\n    target: db:1\n    allow: [app]\n")
+	badMode := writeFile(t, p.dir, "bad-mode.yaml", "server: a:1\nroutes:\n  - listen: unix:/run/a.sock\n  - listen: unix:/run/b.sock\n    listen_mode: rw-rw----\n")
+	badPP := writeFile(t, p.dir, "bad-pp.yaml", "listen: :1\nroutes:\n  pg:\n    target: db:1\n    allow_all: true\n    proxy_protocol: v1\n")
+	relativeTarget := writeFile(t, p.dir, "relative-target.yaml", "listen: :1\nroutes:\n  pg:\n    target: unix:pg.sock\n    allow_all: true\n")
 
 	tests := []struct {
 		name string
@@ -570,6 +623,14 @@ func TestConfigErrors(t *testing.T) {
 		{"stray client argument", nil, slices.Concat([]string{"client", "--server", "localhost:1"}, cliFlags, []string{"db"}), []string{`unexpected argument "db"`}},
 		{"bad duration in env", map[string]string{"MTUNNEL_HANDSHAKE_TIMEOUT": "soon"}, []string{"client"}, []string{"MTUNNEL_HANDSHAKE_TIMEOUT"}},
 		{"bad number in env", map[string]string{"MTUNNEL_SESSIONS": "many"}, []string{"client"}, []string{"MTUNNEL_SESSIONS"}},
+		{"listen_mode not octal", nil, append([]string{"client", "--config", badMode}, cliFlags...), []string{badMode + `: routes[1].listen_mode "rw-rw----"`, "octal"}},
+		{"--listen-mode too wide", nil, slices.Concat([]string{"client", "--server", "a:1", "--listen", "unix:/run/a.sock", "--listen-mode", "4755"}, cliFlags), []string{`--listen-mode "4755"`}},
+		{"--listen-mode on TCP", nil, slices.Concat([]string{"client", "--server", "a:1", "--listen", "127.0.0.1:0", "--listen-mode", "0660"}, cliFlags), []string{"unix: listeners only"}},
+		{"relative unix listen", nil, slices.Concat([]string{"client", "--server", "a:1", "--listen", "unix:a.sock"}, cliFlags), []string{`"unix:a.sock"`, "must be absolute"}},
+		{"relative unix target", nil, append([]string{"server", "--config", relativeTarget}, srvFlags...), []string{`route "pg"`, "must be absolute", relativeTarget}},
+		{"proxy_protocol v1 in the file", nil, append([]string{"server", "--config", badPP}, srvFlags...), []string{badPP + `: routes.pg.proxy_protocol "v1": want v2 or none`}},
+		{"--proxy-protocol bogus", nil, append([]string{"server", "--target", "db:1", "--allow-all", "--proxy-protocol", "yes"}, srvFlags...), []string{`--proxy-protocol "yes": want v2 or none`}},
+		{"--proxy-protocol without target", nil, append([]string{"server", "--config", routesOnly, "--proxy-protocol", "v2"}, srvFlags...), []string{"--proxy-protocol", "give --target too"}},
 		{"client certificate as server", nil, append([]string{"server", "--target", "db:1", "--allow-all"}, cliFlags...), []string{"--cert"}},
 	}
 	for _, tt := range tests {

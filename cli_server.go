@@ -46,12 +46,13 @@ func serverCommand() *cli.Command {
 		Usage: "run the server agent: accept mTLS sessions and forward routes to targets",
 		Flags: append(append(tlsFlags(), verifyFlags()...),
 			&cli.StringFlag{Name: "listen", Usage: "mTLS listen `ADDR` (host:port)", EnvVars: env("LISTEN")},
-			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\"", EnvVars: env("TARGET")},
+			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\", or a unix socket, unix:/var/run/postgresql/.s.PGSQL.5432", EnvVars: env("TARGET")},
 			&cli.StringSliceFlag{Name: "allow-cn", Usage: "allow client certificates with this common name on \"default\"", EnvVars: env("ALLOW_CN")},
 			&cli.StringSliceFlag{Name: "allow-ou", Usage: "allow client certificates with this organizational unit", EnvVars: env("ALLOW_OU")},
 			&cli.StringSliceFlag{Name: "allow-dns", Usage: "allow client certificates with this DNS SAN", EnvVars: env("ALLOW_DNS")},
 			&cli.StringSliceFlag{Name: "allow-uri", Usage: "allow client certificates with this URI SAN (e.g. a SPIFFE ID)", EnvVars: env("ALLOW_URI")},
 			&cli.BoolFlag{Name: "allow-all", Usage: "allow every client certificate signed by --ca on \"default\"", EnvVars: env("ALLOW_ALL")},
+			&cli.StringFlag{Name: "proxy-protocol", Usage: "send the target of \"default\" a PROXY protocol header with the app's address and the client identity: v2 or none", DefaultText: "none", EnvVars: env("PROXY_PROTOCOL")},
 			&cli.DurationFlag{Name: "header-timeout", Usage: "bound on reading a stream header", DefaultText: "10s", EnvVars: env("HEADER_TIMEOUT")},
 			&cli.DurationFlag{Name: "idle-timeout", Usage: "reset a stream in which no byte moved either way for this long", DefaultText: "0: never", EnvVars: env("IDLE_TIMEOUT")},
 			&cli.IntFlag{Name: "max-handshakes", Usage: "TLS handshakes in progress at once; more wait, within --handshake-timeout", DefaultText: "256", EnvVars: env("MAX_HANDSHAKES")},
@@ -111,14 +112,9 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 	if err != nil {
 		return fail(err)
 	}
-	routes := map[string]server.Route{}
-	for name, r := range f.Routes {
-		routes[name] = server.Route{Target: r.Target, ACL: tunnel.ACL{AllowAll: r.AllowAll, Rules: r.Allow}}
-	}
-	if c.IsSet("target") {
-		routes["default"] = server.Route{Target: c.String("target"), ACL: flagACL(c)}
-	} else if acl := flagACL(c); acl.AllowAll || len(acl.Rules) > 0 {
-		return fail(configErrorf("--allow-* flags apply to the route set by --target; give --target too"))
+	routes, err := serverRoutes(c, f, file)
+	if err != nil {
+		return fail(err)
 	}
 	sess, err := sessionFlags(c)
 	if err != nil {
@@ -151,6 +147,43 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
 	return cfg, tl, nil
+}
+
+// serverRoutes resolves the routes: the file's, and the route "default"
+// that --target, --allow-* and --proxy-protocol describe.
+func serverRoutes(c *cli.Context, f serverFile, file string) (map[string]server.Route, error) {
+	routes := map[string]server.Route{}
+	for name, r := range f.Routes {
+		pp, err := parseProxyProtocol(r.ProxyProtocol, fmt.Sprintf("%s: routes.%s.proxy_protocol", file, name))
+		if err != nil {
+			return nil, err
+		}
+		routes[name] = server.Route{Target: r.Target, ACL: tunnel.ACL{AllowAll: r.AllowAll, Rules: r.Allow}, ProxyProtocol: pp}
+	}
+	if !c.IsSet("target") {
+		if acl := flagACL(c); acl.AllowAll || len(acl.Rules) > 0 || c.IsSet("proxy-protocol") {
+			return nil, configErrorf("--allow-* and --proxy-protocol apply to the route set by --target; give --target too")
+		}
+		return routes, nil
+	}
+	pp, err := parseProxyProtocol(c.String("proxy-protocol"), "--proxy-protocol")
+	if err != nil {
+		return nil, err
+	}
+	routes["default"] = server.Route{Target: c.String("target"), ACL: flagACL(c), ProxyProtocol: pp}
+	return routes, nil
+}
+
+// parseProxyProtocol reads a route's proxy_protocol: "v2", or "none" or
+// nothing for none ("").
+func parseProxyProtocol(s, source string) (string, error) {
+	switch s {
+	case "", server.ProxyNone:
+		return "", nil
+	case server.ProxyV2:
+		return server.ProxyV2, nil
+	}
+	return "", configErrorf("%s %q: want %s or %s", source, s, server.ProxyV2, server.ProxyNone)
 }
 
 func fileHint(file string) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -67,7 +68,7 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Listen() ([]net.Addr, error) {
 	var addrs []net.Addr
 	for _, r := range c.cfg.Routes {
-		ln, err := net.Listen("tcp", r.Listen)
+		ln, err := listen(r)
 		if err != nil {
 			c.closeListeners()
 			return nil, fmt.Errorf("client: listen on %s for route %q: %w", r.Listen, r.Route, err)
@@ -179,7 +180,7 @@ func (c *Client) acceptLoop(ctx context.Context, ln net.Listener, route string, 
 // serveConn carries one app connection through a stream.
 func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	start := time.Now()
-	log := c.log.With("route", route, "app", app.RemoteAddr().String())
+	log := c.log.With("route", route, "app", appName(app))
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ConnectWait)
 	st, sess, err := c.pool.Open(wctx)
 	cancel()
@@ -190,7 +191,9 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	}
 	defer c.pool.Release(sess)
 	log = log.With("server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "stream", st.StreamID())
-	hdr, err := tunnel.AppendRequest(nil, route)
+	req := tunnel.Request{Route: route}
+	req.Src, req.Dst = appOrigin(app)
+	hdr, err := tunnel.AppendRequest(nil, req)
 	if err == nil {
 		_, err = st.Write(hdr)
 	}
@@ -218,6 +221,29 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	default:
 		log.Info("stream ended", append(attrs, "result", "ok")...)
 	}
+}
+
+// appOrigin returns the app's address and the one it connected to, for the
+// server agent to pass on (PROXY protocol). An app on a unix socket has
+// none. IPv4 apps on a dual-stack listener show as IPv4, not IPv4-mapped
+// IPv6.
+func appOrigin(app net.Conn) (src, dst netip.AddrPort) {
+	remote, ok1 := app.RemoteAddr().(*net.TCPAddr)
+	local, ok2 := app.LocalAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return src, dst
+	}
+	src, dst = remote.AddrPort(), local.AddrPort()
+	return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+}
+
+// appName names an app connection in logs: its address, or "unix" for a
+// unix socket peer, which has no name.
+func appName(app net.Conn) string {
+	if _, ok := app.(*net.UnixConn); ok {
+		return "unix"
+	}
+	return app.RemoteAddr().String()
 }
 
 func (c *Client) logOpenFailed(log *slog.Logger, err error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -50,8 +51,15 @@ type Config struct {
 
 // Route binds a local listener to a route on the server.
 type Route struct {
-	Listen string // local TCP address, e.g. 127.0.0.1:15432
+	// Listen is a local TCP address (127.0.0.1:15432) or unix:/abs/path for
+	// a unix stream socket (tunnel.UnixPrefix).
+	Listen string
 	Route  string // route name on the server; "default" when empty
+	// ListenMode is the permission bits of a unix socket file (connecting
+	// needs write permission). Default 0600: only the agent's own user,
+	// since whoever can connect uses the agent's identity. Only for unix:
+	// listeners.
+	ListenMode os.FileMode
 }
 
 // Validate checks the configuration without touching the network.
@@ -88,9 +96,27 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("client: listen address %s used twice", r.Listen)
 		}
 		seen[r.Listen] = true
+		if err := checkListen(r); err != nil {
+			return fmt.Errorf("client: route %d: %w", i+1, err)
+		}
 		if name := cmp.Or(r.Route, "default"); !tunnel.ValidRoute(name) {
 			return fmt.Errorf("client: route %d: invalid route name %q", i+1, name)
 		}
+	}
+	return nil
+}
+
+// checkListen checks a unix: listen address and its mode. A TCP address is
+// checked by Listen, which names the route when it fails.
+func checkListen(r Route) error {
+	network, _, err := tunnel.SplitNetwork(r.Listen)
+	switch {
+	case err != nil:
+		return fmt.Errorf("listen: %w", err)
+	case network != "unix" && r.ListenMode != 0:
+		return fmt.Errorf("listen mode %#o: a mode applies to unix: listeners only, not to %s", uint32(r.ListenMode), r.Listen)
+	case r.ListenMode&^os.ModePerm != 0:
+		return fmt.Errorf("listen mode %#o: want permission bits only (at most 0777)", uint32(r.ListenMode))
 	}
 	return nil
 }
@@ -109,6 +135,7 @@ func (c *Config) withDefaults() Config {
 	d.Routes = slices.Clone(c.Routes)
 	for i := range d.Routes {
 		d.Routes[i].Route = cmp.Or(d.Routes[i].Route, "default")
+		d.Routes[i].ListenMode = cmp.Or(d.Routes[i].ListenMode, 0o600)
 	}
 	return d
 }

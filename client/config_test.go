@@ -1,6 +1,7 @@
 package client
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,11 @@ func TestConfigValidate(t *testing.T) {
 		{"no listen", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Route: "x"}}}, "no listen address"},
 		{"duplicate listen", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5"}, {Listen: "127.0.0.1:5"}}}, "used twice"},
 		{"bad route", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5", Route: "no spaces"}}}, "invalid route name"},
+		{"unix listener", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "unix:/run/mtunnel/pg.sock", ListenMode: 0o660}}}, ""},
+		{"relative unix path", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "unix:pg.sock"}}}, "must be absolute"},
+		{"unix path twice", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "unix:/a.sock"}, {Listen: "unix:/a.sock", Route: "b"}}}, "used twice"},
+		{"mode on tcp", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "127.0.0.1:5", ListenMode: 0o660}}}, "unix: listeners only"},
+		{"setuid mode", Config{Servers: []string{"h:1"}, TLS: policy, Routes: []Route{{Listen: "unix:/a.sock", ListenMode: os.ModeSetuid | 0o600}}}, "permission bits only"},
 		{"no credentials", Config{Servers: []string{"h:1"}, Routes: []Route{{Listen: "127.0.0.1:5"}}}, "no credentials"},
 	}
 	for _, tt := range tests {
@@ -60,5 +66,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if d.Routes[0].Route != "default" {
 		t.Errorf("route default = %q", d.Routes[0].Route)
+	}
+	if d.Routes[0].ListenMode != 0o600 {
+		t.Errorf("listen mode default = %#o, want 0600", uint32(d.Routes[0].ListenMode))
 	}
 }

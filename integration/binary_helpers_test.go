@@ -194,26 +194,27 @@ func startAgent(t testing.TB, name string, env []string, args ...string) *childP
 	return startProc(t, name, agentCmd(t, env, args...), syscall.SIGTERM)
 }
 
-// transferSum sends payload through addr, half-closes, reads to EOF and
-// returns the SHA-256 and length of what came back.
+// transferSum sends payload through addr (host:port or unix:/path),
+// half-closes, reads to EOF and returns the SHA-256 and length of what came
+// back.
 func transferSum(addr string, payload []byte) ([32]byte, int64, error) {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialAddr(addr)
 	if err != nil {
 		return [32]byte{}, 0, err
 	}
-	return transferSumConn(c.(*net.TCPConn), payload)
+	return transferSumConn(c, payload)
 }
 
 // transferSumConn is transferSum on a connection the caller made (on
 // another host, say); it closes c.
-func transferSumConn(c *net.TCPConn, payload []byte) ([32]byte, int64, error) {
+func transferSumConn(c net.Conn, payload []byte) ([32]byte, int64, error) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			err = c.CloseWrite()
+			err = closeWrite(c)
 		}
 		werr <- err
 	}()

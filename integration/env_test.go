@@ -160,26 +160,40 @@ func random(t testing.TB, n int) []byte {
 	return b
 }
 
-// echoCheck sends n random bytes through addr to an echo backend,
-// half-closes, and checks the SHA-256 of what comes back.
+// dialAddr connects to host:port, or to a unix socket for unix:/path.
+func dialAddr(addr string) (net.Conn, error) {
+	network, address, err := tunnel.SplitNetwork(addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.Dial(network, address)
+}
+
+// closeWrite half-closes a TCP or unix connection.
+func closeWrite(c net.Conn) error {
+	return c.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// echoCheck sends n random bytes through addr (host:port or unix:/path) to
+// an echo backend, half-closes, and checks the SHA-256 of what comes back.
 func echoCheck(t testing.TB, addr string, n int) error {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialAddr(addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	return echoOn(c.(*net.TCPConn), random(t, n))
+	return echoOn(c, random(t, n))
 }
 
 // echoOn sends payload on c, which leads to an echo backend, half-closes,
 // and checks the length and SHA-256 of what comes back.
-func echoOn(c *net.TCPConn, payload []byte) error {
+func echoOn(c net.Conn, payload []byte) error {
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			err = c.CloseWrite()
+			err = closeWrite(c)
 		}
 		werr <- err
 	}()

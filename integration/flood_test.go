@@ -494,7 +494,7 @@ func TestStreamsWithoutHeader(t *testing.T) {
 	}
 	w.logs.waitForN(t, "a refusal for each", limit, msgAttr("stream rejected", "agent", "server", "peer", "CN=raw", "result", "bad_request"))
 
-	hdr, err := tunnel.AppendRequest(nil, "default")
+	hdr, err := tunnel.AppendRequest(nil, tunnel.Request{Route: "default"})
 	if err != nil {
 		t.Fatal(err)
 	}

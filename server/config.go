@@ -43,9 +43,25 @@ type Config struct {
 
 // Route is where a route's streams go and who may open them.
 type Route struct {
-	Target string     // host:port, dialled for each stream
+	// Target is dialled for each stream: host:port, or unix:/abs/path for
+	// a unix stream socket (tunnel.UnixPrefix).
+	Target string
 	ACL    tunnel.ACL // deny unless AllowAll or a rule matches
+	// ProxyProtocol ProxyV2 makes the agent write a PROXY protocol v2
+	// header to the target before the stream's bytes: the app's address
+	// as the client agent reported it, and the client's verified identity
+	// (tunnel.ProxyHeader). The target must trust this agent, and every
+	// client allowed on the route to report its apps' addresses honestly:
+	// only the identity comes from the agent's own checks. "" or ProxyNone:
+	// no header.
+	ProxyProtocol string
 }
+
+// Route.ProxyProtocol values.
+const (
+	ProxyNone = "none"
+	ProxyV2   = "v2"
+)
 
 // Validate checks the configuration without touching the network.
 func (c *Config) Validate() error {
@@ -65,14 +81,31 @@ func (c *Config) Validate() error {
 		if !tunnel.ValidRoute(name) {
 			return fmt.Errorf("server: route %q: name must be 1-%d letters, digits, '.', '_' or '-'", name, tunnel.MaxRouteLen)
 		}
-		if _, _, err := net.SplitHostPort(r.Target); err != nil {
-			return fmt.Errorf("server: route %q: target %q: %w", name, r.Target, err)
+		if err := checkTarget(r.Target); err != nil {
+			return fmt.Errorf("server: route %q: %w", name, err)
+		}
+		if p := r.ProxyProtocol; p != "" && p != ProxyNone && p != ProxyV2 {
+			return fmt.Errorf("server: route %q: proxy protocol %q: want %s or %s", name, p, ProxyV2, ProxyNone)
 		}
 		if err := r.ACL.Validate(); err != nil {
 			return fmt.Errorf("server: route %q: %w", name, err)
 		}
 		if !r.ACL.AllowAll && len(r.ACL.Rules) == 0 {
 			return fmt.Errorf("server: route %q allows nobody: add an allow rule or allow_all (deny by default)", name)
+		}
+	}
+	return nil
+}
+
+// checkTarget accepts host:port and unix:/abs/path.
+func checkTarget(target string) error {
+	network, _, err := tunnel.SplitNetwork(target)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if network == "tcp" {
+		if _, _, err := net.SplitHostPort(target); err != nil {
+			return fmt.Errorf("target %q: %w", target, err)
 		}
 	}
 	return nil

@@ -1,7 +1,9 @@
 // Package server is the server agent: it accepts mutually authenticated TLS
 // connections, runs one yamux session on each, and for every stream reads
 // the stream header, checks the route's identity rules against the client's
-// verified certificate, dials the route's target and joins the two.
+// verified certificate, dials the route's target (TCP or a unix socket),
+// writes a PROXY protocol v2 header first if the route asks for one, and
+// joins the two.
 //
 // Invariants:
 //   - It never dials anything but a configured route's target.

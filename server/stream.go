@@ -25,16 +25,19 @@ import (
 func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream, release func(), log *slog.Logger) {
 	start := time.Now()
 	var (
-		route  string
+		req    tunnel.Request
 		target net.Conn
 		resp   = tunnel.Response{Status: tunnel.StatusUnavailable,
 			Reason: fmt.Sprintf("too many streams on this session (limit %d)", s.cfg.Session.StreamCap())}
 		err error
 	)
 	if release != nil {
-		route, target, resp, err = s.admit(ctx, sess, st)
+		req, target, resp, err = s.admit(ctx, sess, st)
 	}
-	log = log.With("route", route, "stream", st.StreamID())
+	log = log.With("route", req.Route, "stream", st.StreamID())
+	if req.HasOrigin() {
+		log = log.With("app", req.Src.String())
+	}
 	if resp.Status != tunnel.StatusOK {
 		if release != nil {
 			release()
@@ -63,37 +66,69 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 
 // admit reads the header and decides. On StatusOK target is the dialled
 // connection; otherwise target is nil, resp says why in words fit for the
-// client, and err (if any) carries the detail for our own log.
-func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (string, net.Conn, tunnel.Response, error) {
+// client, and err (if any) carries the detail for our own log. req is as
+// much of the header as was read.
+func (s *Server) admit(ctx context.Context, sess *tunnel.Session, st *tunnel.Stream) (tunnel.Request, net.Conn, tunnel.Response, error) {
 	st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-	name, err := tunnel.ReadRequest(st)
+	req, err := tunnel.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
-		return "", nil, tunnel.Response{Status: tunnel.StatusBadRequest, Reason: err.Error()}, err
+		return req, nil, tunnel.Response{Status: tunnel.StatusBadRequest, Reason: err.Error()}, err
 	}
+	name := req.Route
 	route, ok := s.cfg.Routes[name]
 	if !ok {
-		return name, nil, tunnel.Response{Status: tunnel.StatusUnknownRoute, Reason: fmt.Sprintf("no route %q on this server", name)}, nil
+		return req, nil, tunnel.Response{Status: tunnel.StatusUnknownRoute, Reason: fmt.Sprintf("no route %q on this server", name)}, nil
 	}
 	if ok, _ := route.ACL.Allows(sess.Peer); !ok {
-		return name, nil, tunnel.Response{Status: tunnel.StatusForbidden,
+		return req, nil, tunnel.Response{Status: tunnel.StatusForbidden,
 			Reason: fmt.Sprintf("identity %s is not allowed on route %q", tunnel.PeerID(sess.Peer), name)}, nil
+	}
+	target, resp, err := s.connect(ctx, sess, req, route)
+	return req, target, resp, err
+}
+
+// connect dials the route's target and, if the route says so, writes the
+// PROXY protocol header, within DialTimeout.
+func (s *Server) connect(ctx context.Context, sess *tunnel.Session, req tunnel.Request, route Route) (net.Conn, tunnel.Response, error) {
+	var header []byte
+	if route.ProxyProtocol == ProxyV2 {
+		var err error
+		header, err = tunnel.AppendProxyHeader(nil, tunnel.ProxyHeader{
+			Src: req.Src, Dst: req.Dst, Peer: sess.Peer, TLSVersion: sess.TLSVersion,
+		})
+		if err != nil { // built before dialling: the target never sees a connection we give up
+			return nil, tunnel.Response{Status: tunnel.StatusForbidden,
+				Reason: fmt.Sprintf("route %q: the client identity does not fit in a PROXY protocol header", req.Route)}, err
+		}
 	}
 	// Not cancelled by shutdown: a stream that reaches us while we drain
 	// crossed our GoAway and is served like any other.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
-	target, err := d.DialContext(dctx, "tcp", route.Target)
+	network, address, _ := tunnel.SplitNetwork(route.Target) // checked by Validate
+	target, err := d.DialContext(dctx, network, address)
+	if err == nil && header != nil {
+		// One write, as the spec asks: receivers such as HAProxy read the
+		// header at once and refuse one that arrives in pieces.
+		deadline, _ := dctx.Deadline()
+		target.SetWriteDeadline(deadline)
+		if _, err = target.Write(header); err != nil {
+			target.Close()
+			err = fmt.Errorf("write PROXY protocol header: %w", err)
+		}
+		target.SetWriteDeadline(time.Time{})
+	}
 	if err != nil {
 		reason := "target unreachable"
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			reason = "target dial timed out"
 		}
-		return name, nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", name, reason)}, err
+		return nil, tunnel.Response{Status: tunnel.StatusUnreachable, Reason: fmt.Sprintf("route %q: %s", req.Route, reason)}, err
 	}
-	return name, target, tunnel.Response{Status: tunnel.StatusOK}, nil
+	return target, tunnel.Response{Status: tunnel.StatusOK}, nil
 }
 
 // reply writes resp with a bound, since a stalled client must not pin this

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"testing"
 
@@ -15,16 +16,20 @@ import (
 // Run with: go test -run '^$' -bench . -benchmem ./tunnel/ (compare runs
 // with benchstat).
 
+// benchRequest is what a client agent sends for a TCP app.
+var benchRequest = Request{Route: "postgres",
+	Src: netip.MustParseAddrPort("127.0.0.1:51234"), Dst: netip.MustParseAddrPort("127.0.0.1:15432")}
+
 func BenchmarkAppendRequest(b *testing.B) {
 	buf := make([]byte, 0, 64)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf, _ = AppendRequest(buf[:0], "postgres")
+		buf, _ = AppendRequest(buf[:0], benchRequest)
 	}
 }
 
 func BenchmarkReadRequest(b *testing.B) {
-	hdr, _ := AppendRequest(nil, "postgres")
+	hdr, _ := AppendRequest(nil, benchRequest)
 	r := bytes.NewReader(hdr)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -90,7 +95,7 @@ func BenchmarkStreamOpen(b *testing.B) {
 			}()
 		}
 	}()
-	hdr, _ := AppendRequest(nil, "default")
+	hdr, _ := AppendRequest(nil, Request{Route: "default", Src: benchRequest.Src, Dst: benchRequest.Dst})
 	b.ReportAllocs()
 	for b.Loop() {
 		st, err := cs.OpenStream()

@@ -25,9 +25,20 @@
 // Stream. Each app connection is one stream. The client agent writes a
 // request header and then, without waiting, the app's bytes:
 //
-//	request:  version=1 (1 byte) | kind=1 "open" (1 byte) | n (1 byte) | route (n bytes)
+//	request:  version=1 (1 byte) | kind (1 byte) | n (1 byte) | route (n bytes) [| origin]
+//	origin:   family (1 byte) | source address | destination address | source port (2 bytes) | destination port (2 bytes)
 //
-// The route is 1 to 64 bytes of [A-Za-z0-9._-]. The server agent reads the
+// The route is 1 to 64 bytes of [A-Za-z0-9._-]. Kind 1 "open" ends after
+// the route. Kind 2 "open from" adds the origin: the app connection's
+// addresses as the client agent's socket saw them, the app's as source and
+// the one it connected to as destination, in the order of PROXY protocol
+// v2's address block; family 1 is IPv4 (4-byte addresses), family 2 IPv6
+// (16 bytes, no zone), ports big endian. Both addresses have the same
+// family; an IPv4 app on a dual-stack listener is sent as IPv4. The client
+// sends kind 2 for a TCP app and kind 1 for an app on a unix socket, whose
+// address is unknown. Servers before kind 2 existed answer it with status 4
+// (bad request): upgrade server agents before client agents. The server
+// agent reads the
 // header within a timeout, looks up the route, checks the route's identity
 // rules against the verified client certificate, dials the route's target
 // (as soon as the header is read, so server-first protocols work) and
@@ -40,6 +51,19 @@
 // ways. After any other status the server closes the stream and the client
 // agent resets the app's connection; app bytes sent before the answer are
 // discarded by the server, never forwarded.
+//
+// PROXY protocol. For a route with proxy_protocol v2 the server agent
+// writes a PROXY protocol v2 header (HAProxy's proxy-protocol.txt) to the
+// target right after connecting, in one write, before any byte of the
+// stream: the PROXY command with the origin of a kind 2 request (TCP over
+// IPv4, or IPv6), or the LOCAL command without addresses for a kind 1
+// request, then TLVs that describe the verified client certificate:
+// PP2_TYPE_SSL (0x20; client = SSL | CERT_CONN | CERT_SESS, verify = 0)
+// with PP2_SUBTYPE_SSL_VERSION ("TLSv1.3") and PP2_SUBTYPE_SSL_CN,
+// PP2TypeClientURI (0xE0) once per URI SAN, and PP2TypeClientIdentity
+// (0xE1, the identity as logged). See proxyproto.go. The addresses are what
+// the client agent reported; only the identity is the server's own
+// finding.
 //
 // Ends. A FIN on a stream is a half-close: when the app shuts down writing,
 // the target sees a FIN and the other direction keeps flowing, and the same

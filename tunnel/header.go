@@ -1,9 +1,11 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 )
 
 // Version is the stream header version this build speaks. A server that
@@ -18,7 +20,19 @@ const (
 	MaxReasonLen = 255
 )
 
-const kindOpen = 1
+// Request kinds: "open" names a route; "open from" also carries the app
+// connection's addresses. A server older than kind 2 answers it with
+// StatusBadRequest.
+const (
+	kindOpen     = 1
+	kindOpenFrom = 2
+)
+
+// Address families of a kind 2 request, numbered as in PROXY protocol v2.
+const (
+	familyIPv4 = 1
+	familyIPv6 = 2
+)
 
 // Status is the server agent's answer to a stream header.
 type Status uint8
@@ -57,6 +71,7 @@ var (
 	ErrBadVersion = errors.New("unsupported stream header version")
 	ErrBadKind    = errors.New("unsupported stream header kind")
 	ErrBadRoute   = errors.New("invalid route name")
+	ErrBadOrigin  = errors.New("invalid app addresses")
 )
 
 // ValidRoute reports whether name may be used as a route name: 1 to
@@ -78,44 +93,117 @@ func ValidRoute(name string) bool {
 	return true
 }
 
-// AppendRequest appends the stream header that opens route to dst:
-//
-//	version(1) kind(1) len(1) route(len)
-func AppendRequest(dst []byte, route string) ([]byte, error) {
-	if !ValidRoute(route) {
-		return dst, fmt.Errorf("encode stream header: %w: %q", ErrBadRoute, route)
-	}
-	dst = append(dst, Version, kindOpen, byte(len(route)))
-	return append(dst, route...), nil
+// Request is a stream header: the route to open and, when the client agent
+// knows them, the app connection's addresses.
+type Request struct {
+	Route string
+	// Src is the app's address and Dst the client agent's own listening
+	// address, as the client agent's socket reported them (so a proxy in
+	// front of the client agent shows as the app). Both are set or
+	// neither: an app on a unix socket has no IP address. They travel in a
+	// kind 2 header, without zones.
+	Src, Dst netip.AddrPort
 }
 
-// ReadRequest reads one stream header from r and returns the route it names.
-// It reads exactly the header's bytes, never beyond, so the bytes that
-// follow on the stream are left for the copy loop.
-func ReadRequest(r io.Reader) (string, error) {
+// HasOrigin reports whether the request carries the app's addresses.
+func (r Request) HasOrigin() bool { return r.Src.IsValid() }
+
+// AppendRequest appends the stream header of req to dst:
+//
+//	kind 1: version(1) kind(1) len(1) route(len)
+//	kind 2: version(1) kind(1) len(1) route(len) family(1) src dst srcport(2) dstport(2)
+//
+// A request without addresses is kind 1. Kind 2 addresses are 4 bytes
+// each for family 1 (both addresses IPv4) and 16 for family 2 (IPv6),
+// ports big endian.
+func AppendRequest(dst []byte, req Request) ([]byte, error) {
+	if !ValidRoute(req.Route) {
+		return dst, fmt.Errorf("encode stream header: %w: %q", ErrBadRoute, req.Route)
+	}
+	if req.Src.IsValid() != req.Dst.IsValid() {
+		return dst, fmt.Errorf("encode stream header: %w: source %v, destination %v: give both or neither", ErrBadOrigin, req.Src, req.Dst)
+	}
+	if !req.HasOrigin() {
+		dst = append(dst, Version, kindOpen, byte(len(req.Route)))
+		return append(dst, req.Route...), nil
+	}
+	src, dstAddr := req.Src.Addr().WithZone(""), req.Dst.Addr().WithZone("")
+	if src.Is4() != dstAddr.Is4() {
+		return dst, fmt.Errorf("encode stream header: %w: source %v and destination %v are of different families", ErrBadOrigin, req.Src, req.Dst)
+	}
+	dst = append(dst, Version, kindOpenFrom, byte(len(req.Route)))
+	dst = append(dst, req.Route...)
+	if src.Is4() {
+		s, d := src.As4(), dstAddr.As4()
+		dst = append(append(append(dst, familyIPv4), s[:]...), d[:]...)
+	} else {
+		s, d := src.As16(), dstAddr.As16()
+		dst = append(append(append(dst, familyIPv6), s[:]...), d[:]...)
+	}
+	dst = binary.BigEndian.AppendUint16(dst, req.Src.Port())
+	return binary.BigEndian.AppendUint16(dst, req.Dst.Port()), nil
+}
+
+// ReadRequest reads one stream header from r. It reads exactly the
+// header's bytes, never beyond, so the bytes that follow on the stream are
+// left for the copy loop.
+func ReadRequest(r io.Reader) (Request, error) {
 	var fixed [3]byte
 	if _, err := io.ReadFull(r, fixed[:]); err != nil {
-		return "", fmt.Errorf("read stream header: %w", err)
+		return Request{}, fmt.Errorf("read stream header: %w", err)
 	}
 	if fixed[0] != Version {
-		return "", fmt.Errorf("read stream header: %w: %d", ErrBadVersion, fixed[0])
+		return Request{}, fmt.Errorf("read stream header: %w: %d", ErrBadVersion, fixed[0])
 	}
-	if fixed[1] != kindOpen {
-		return "", fmt.Errorf("read stream header: %w: %d", ErrBadKind, fixed[1])
+	kind := fixed[1]
+	if kind != kindOpen && kind != kindOpenFrom {
+		return Request{}, fmt.Errorf("read stream header: %w: %d", ErrBadKind, kind)
 	}
 	n := int(fixed[2])
 	if n == 0 || n > MaxRouteLen {
-		return "", fmt.Errorf("read stream header: %w: length %d", ErrBadRoute, n)
+		return Request{}, fmt.Errorf("read stream header: %w: length %d", ErrBadRoute, n)
 	}
 	var buf [MaxRouteLen]byte
 	if _, err := io.ReadFull(r, buf[:n]); err != nil {
-		return "", fmt.Errorf("read stream header: %w", cutShort(err))
+		return Request{}, fmt.Errorf("read stream header: %w", cutShort(err))
 	}
-	route := string(buf[:n])
-	if !ValidRoute(route) {
-		return "", fmt.Errorf("read stream header: %w: %q", ErrBadRoute, route)
+	req := Request{Route: string(buf[:n])}
+	if !ValidRoute(req.Route) {
+		return Request{}, fmt.Errorf("read stream header: %w: %q", ErrBadRoute, req.Route)
 	}
-	return route, nil
+	if kind == kindOpenFrom {
+		var err error
+		if req.Src, req.Dst, err = readOrigin(r); err != nil {
+			return Request{}, fmt.Errorf("read stream header: %w", err)
+		}
+	}
+	return req, nil
+}
+
+// readOrigin reads the address part of a kind 2 request.
+func readOrigin(r io.Reader) (src, dst netip.AddrPort, err error) {
+	var family [1]byte
+	if _, err := io.ReadFull(r, family[:]); err != nil {
+		return src, dst, cutShort(err)
+	}
+	var size int
+	switch family[0] {
+	case familyIPv4:
+		size = 4
+	case familyIPv6:
+		size = 16
+	default:
+		return src, dst, fmt.Errorf("%w: address family %d", ErrBadOrigin, family[0])
+	}
+	var buf [2*16 + 4]byte
+	b := buf[:2*size+4]
+	if _, err := io.ReadFull(r, b); err != nil {
+		return src, dst, cutShort(err)
+	}
+	sa, _ := netip.AddrFromSlice(b[:size])
+	da, _ := netip.AddrFromSlice(b[size : 2*size])
+	ports := b[2*size:]
+	return netip.AddrPortFrom(sa, binary.BigEndian.Uint16(ports)), netip.AddrPortFrom(da, binary.BigEndian.Uint16(ports[2:])), nil
 }
 
 // Response is the server agent's answer to a stream header.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"regexp"
 	"runtime"
 	"strings"
@@ -74,33 +75,80 @@ func short(data []byte) string {
 }
 
 // wantRequest decodes data the way doc.go describes a request header. It
-// returns the route, the header's length, and the error a decoder must
+// returns the request, the header's length, and the error a decoder must
 // wrap (nil when data starts with a valid header). headerLen is what a
-// decoder may consume: the fixed part, and the route only once the fixed
-// part announced a usable length.
-func wantRequest(data []byte) (route string, headerLen int, want error) {
+// decoder may consume: the fixed part; the route only once the fixed part
+// announced a usable length; in a kind 2 header the family byte once the
+// route was valid, and the addresses once the family was known.
+func wantRequest(data []byte) (req Request, headerLen int, want error) {
 	switch {
 	case len(data) == 0:
-		return "", 0, io.EOF
+		return req, 0, io.EOF
 	case len(data) < 3:
-		return "", len(data), io.ErrUnexpectedEOF
+		return req, len(data), io.ErrUnexpectedEOF
 	case data[0] != 1:
-		return "", 3, ErrBadVersion
-	case data[1] != 1:
-		return "", 3, ErrBadKind
+		return req, 3, ErrBadVersion
+	case data[1] != 1 && data[1] != 2:
+		return req, 3, ErrBadKind
 	}
 	n := int(data[2])
 	if n == 0 || n > 64 {
-		return "", 3, ErrBadRoute
+		return req, 3, ErrBadRoute
 	}
 	if len(data) < 3+n {
-		return "", 3 + n, io.ErrUnexpectedEOF
+		return req, 3 + n, io.ErrUnexpectedEOF
 	}
-	route = string(data[3 : 3+n])
+	route := string(data[3 : 3+n])
 	if !routeAlphabet.MatchString(route) {
-		return "", 3 + n, ErrBadRoute
+		return req, 3 + n, ErrBadRoute
 	}
-	return route, 3 + n, nil
+	if data[1] == 1 {
+		return Request{Route: route}, 3 + n, nil
+	}
+	off := 3 + n
+	if len(data) < off+1 {
+		return req, off + 1, io.ErrUnexpectedEOF
+	}
+	size := map[byte]int{1: 4, 2: 16}[data[off]]
+	if size == 0 {
+		return req, off + 1, ErrBadOrigin
+	}
+	end := off + 1 + 2*size + 4
+	if len(data) < end {
+		return req, end, io.ErrUnexpectedEOF
+	}
+	a := data[off+1 : end]
+	src, _ := netip.AddrFromSlice(a[:size])
+	dst, _ := netip.AddrFromSlice(a[size : 2*size])
+	port := func(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
+	return Request{Route: route,
+		Src: netip.AddrPortFrom(src, port(a[2*size:])),
+		Dst: netip.AddrPortFrom(dst, port(a[2*size+2:])),
+	}, end, nil
+}
+
+// requestFrom makes a request with addresses out of arbitrary bytes: the
+// first byte picks IPv4 or IPv6 for each address (which may differ), the
+// rest gives addresses and ports. It returns false when data is too short.
+func requestFrom(data []byte) (Request, bool) {
+	if len(data) < 1+2*16+4 {
+		return Request{}, false
+	}
+	srcLen, dstLen := 4, 4
+	if data[0]&1 != 0 {
+		srcLen = 16
+	}
+	if data[0]&2 != 0 {
+		dstLen = 16
+	}
+	a := data[1:]
+	src, _ := netip.AddrFromSlice(a[:srcLen])
+	dst, _ := netip.AddrFromSlice(a[srcLen : srcLen+dstLen])
+	p := a[srcLen+dstLen:]
+	return Request{Route: "r",
+		Src: netip.AddrPortFrom(src, uint16(p[0])<<8|uint16(p[1])),
+		Dst: netip.AddrPortFrom(dst, uint16(p[2])<<8|uint16(p[3])),
+	}, true
 }
 
 // wantResponse decodes data the way doc.go describes a response header.
@@ -154,6 +202,12 @@ func headerSeeds(f *testing.F) {
 		[]byte("\x01\x02\xff" + strings.Repeat("x", MaxReasonLen-1)),
 		[]byte("\x01\x01\x03a\x00b"),
 		[]byte("\x01\x01\x02\xc3\xbc"),
+		[]byte("\x01\x02\x02pg\x01\x7f\x00\x00\x01\x7f\x00\x00\x01\xc8\x22\x3c\x48app bytes"),
+		[]byte("\x01\x02\x02pg\x02" + strings.Repeat("\x00", 15) + "\x01" + strings.Repeat("\x00", 10) + "\xff\xff\x7f\x00\x00\x01\xc8\x22\x3c\x48"),
+		[]byte("\x01\x02\x02pg\x00\x7f\x00\x00\x01"),
+		[]byte("\x01\x02\x02pg\x01\x7f\x00"),
+		[]byte("\x01\x02\x02pg"),
+		[]byte("\x01\x03\x02pg"),
 		[]byte("GET / HTTP/1.1\r\n"),
 		[]byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), // a TLS ClientHello
 		long,
@@ -165,41 +219,51 @@ func headerSeeds(f *testing.F) {
 func FuzzReadRequest(f *testing.F) {
 	headerSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		wantRoute, headerLen, want := wantRequest(data)
+		wantReq, headerLen, want := wantRequest(data)
 		for _, rd := range splitReaders {
 			r := bytes.NewReader(data)
-			route, err := ReadRequest(rd.wrap(r))
-			if want == nil && (err != nil || route != wantRoute) {
-				t.Fatalf("%s: ReadRequest(%s) = %q, %v; want %q", rd.name, short(data), route, err, wantRoute)
+			req, err := ReadRequest(rd.wrap(r))
+			if want == nil && (err != nil || req != wantReq) {
+				t.Fatalf("%s: ReadRequest(%s) = %+v, %v; want %+v", rd.name, short(data), req, err, wantReq)
 			}
 			if want != nil && !errors.Is(err, want) {
-				t.Fatalf("%s: ReadRequest(%s) = %q, %v; want an error wrapping %v", rd.name, short(data), route, err, want)
+				t.Fatalf("%s: ReadRequest(%s) = %+v, %v; want an error wrapping %v", rd.name, short(data), req, err, want)
 			}
 			if read := len(data) - r.Len(); read > headerLen || (want == nil && read != headerLen) {
 				t.Fatalf("%s: ReadRequest(%s) read %d bytes; the header is %d", rd.name, short(data), read, headerLen)
 			}
 		}
 		if want == nil {
-			enc, err := AppendRequest(nil, wantRoute)
+			enc, err := AppendRequest(nil, wantReq)
 			if err != nil || !bytes.Equal(enc, data[:headerLen]) {
-				t.Fatalf("AppendRequest(%q) = %q, %v; want the bytes it was read from, %q", wantRoute, enc, err, data[:headerLen])
+				t.Fatalf("AppendRequest(%+v) = %q, %v; want the bytes it was read from, %q", wantReq, enc, err, data[:headerLen])
 			}
 		}
 		if n := allocated(headerAllocLimit, func() { ReadRequest(bytes.NewReader(data)) }); n > headerAllocLimit {
 			t.Fatalf("ReadRequest of %d bytes allocated %d bytes; limit %d", len(data), n, headerAllocLimit)
 		}
 
-		// The other way round: data as a route name.
+		// The other way round: data as a route name, and as addresses.
 		name := string(data)
-		enc, err := AppendRequest(nil, name)
+		enc, err := AppendRequest(nil, Request{Route: name})
 		if !routeAlphabet.MatchString(name) {
 			if !errors.Is(err, ErrBadRoute) {
 				t.Fatalf("AppendRequest(%s) = %q, %v; want ErrBadRoute", short(data), enc, err)
 			}
-			return
+		} else if got, err := ReadRequest(bytes.NewReader(enc)); err != nil || got != (Request{Route: name}) {
+			t.Fatalf("ReadRequest(AppendRequest(%s)) = %+v, %v", short(data), got, err)
 		}
-		if got, err := ReadRequest(bytes.NewReader(enc)); err != nil || got != name {
-			t.Fatalf("ReadRequest(AppendRequest(%s)) = %q, %v", short(data), got, err)
+		if in, ok := requestFrom(data); ok {
+			enc, err := AppendRequest(nil, in)
+			if in.Src.Addr().Is4() != in.Dst.Addr().Is4() {
+				if !errors.Is(err, ErrBadOrigin) {
+					t.Fatalf("AppendRequest(%+v) of mixed families = %q, %v; want ErrBadOrigin", in, enc, err)
+				}
+				return
+			}
+			if got, err := ReadRequest(bytes.NewReader(enc)); err != nil || got != in {
+				t.Fatalf("ReadRequest(AppendRequest(%+v)) = %+v, %v", in, got, err)
+			}
 		}
 	})
 }

@@ -175,6 +175,7 @@ type Session struct {
 	Peer        *x509.Certificate   // the verified peer leaf
 	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
 	Staple      []byte              // the OCSP response the peer stapled, if any
+	TLSVersion  uint16              // negotiated, tls.VersionTLS13 or 12
 	Remote      net.Addr
 	Server      string // client side: the server address it was dialled at
 	Established time.Time
@@ -419,6 +420,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		Peer:        cs.PeerCertificates[0],
 		PeerChain:   cs.PeerCertificates,
 		Staple:      cs.OCSPResponse,
+		TLSVersion:  cs.Version,
 		Remote:      tconn.RemoteAddr(),
 		Established: time.Now(),
 		conn:        fc,
