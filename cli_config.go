@@ -195,6 +195,7 @@ func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, u
 	return &tunnel.Credentials{
 		Certificate:   pair,
 		Roots:         roots,
+		CAs:           cas,
 		Intermediates: extra,
 		Issuer:        ownIssuer(pair.Leaf, all),
 	}, mv, all, nil

@@ -3,8 +3,10 @@ package tunnel
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -172,6 +175,7 @@ func (y yamuxLogger) log(msg string) {
 // Session is one authenticated TLS connection carrying a yamux session.
 type Session struct {
 	*yamux.Session
+	ID          string              // short, and the same at both ends (sessionID)
 	Peer        *x509.Certificate   // the verified peer leaf
 	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
 	Staple      []byte              // the OCSP response the peer stapled, if any
@@ -182,7 +186,13 @@ type Session struct {
 	conn        *frameConn
 	client      bool
 	retired     atomic.Bool           // past MaxLifetime: no new streams
+	sentGoAway  atomic.Bool           // we told the peer to open no more streams
 	cause       atomic.Pointer[error] // why we closed it, if we did
+
+	// Counted by the session's streams for the status report: streams
+	// opened or accepted, and their bytes from the app towards the target
+	// (up) and back (down).
+	streams, up, down atomic.Int64
 
 	mu   sync.Mutex
 	live map[*Stream]struct{} // streams not yet finished, for wakeStreams
@@ -206,8 +216,34 @@ func (s *Stream) done() {
 	}
 }
 
+// Read and Write count the stream's bytes in its session's totals.
+func (s *Stream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	if s.sess != nil && n > 0 {
+		s.sess.count(!s.sess.client, n) // a client reads what comes down
+	}
+	return n, err
+}
+
+func (s *Stream) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	if s.sess != nil && n > 0 {
+		s.sess.count(s.sess.client, n)
+	}
+	return n, err
+}
+
+func (s *Session) count(up bool, n int) {
+	if up {
+		s.up.Add(int64(n))
+	} else {
+		s.down.Add(int64(n))
+	}
+}
+
 // track registers a new stream so that wakeStreams can reach it.
 func (s *Session) track(st *yamux.Stream) *Stream {
+	s.streams.Add(1)
 	w := &Stream{Stream: st, conn: s.conn, sess: s}
 	s.mu.Lock()
 	if s.live == nil {
@@ -271,10 +307,44 @@ func (s *Stream) Finish(timeout time.Duration) {
 // a graceful drain. Here such a stream is still accepted and served; see
 // "Drain" in doc.go for how the session then ends without a race.
 func (s *Session) GoAway() error {
+	s.sentGoAway.Store(true)
 	if err := s.conn.sendGoAway(); err != nil {
 		return fmt.Errorf("send goaway: %w", err)
 	}
 	return nil
+}
+
+// draining reports whether the session takes no new streams: a GoAway
+// went either way, or it reached its lifetime.
+func (s *Session) draining() bool {
+	select {
+	case <-s.conn.goAway:
+		return true
+	default:
+		return s.sentGoAway.Load() || s.retired.Load()
+	}
+}
+
+// SessionInfo is a snapshot of a session, for the status report.
+type SessionInfo struct {
+	ID           string
+	Peer         string // the peer's identity (PeerID)
+	Remote       string
+	Server       string // client side: the server address it was dialled at
+	Established  time.Time
+	Streams      int   // open now
+	StreamsTotal int64 // opened since the session was established
+	Up, Down     int64 // stream bytes, app to target and target to app
+	Draining     bool  // takes no new streams
+}
+
+// Info returns a snapshot of the session.
+func (s *Session) Info() SessionInfo {
+	return SessionInfo{
+		ID: s.ID, Peer: PeerID(s.Peer), Remote: s.Remote.String(), Server: s.Server,
+		Established: s.Established, Streams: s.NumStreams(), StreamsTotal: s.streams.Load(),
+		Up: s.up.Load(), Down: s.down.Load(), Draining: s.draining(),
+	}
 }
 
 // RemoteGoAway is closed when the peer's GoAway arrives, or when a client
@@ -412,6 +482,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	}
 	s := &Session{
 		Session:     ys,
+		ID:          sessionID(cs),
 		Peer:        cs.PeerCertificates[0],
 		PeerChain:   cs.PeerCertificates,
 		Staple:      cs.OCSPResponse,
@@ -424,6 +495,21 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	go newWatchdog(s, every, timeout).run(every, timeout)
 	go s.retire(sc.MaxLifetime, cmp.Or(sc.LifetimeGrace, defaultGrace))
 	return s, nil
+}
+
+// sessionID names a session in logs and reports: 8 hex digits that both
+// ends derive from the TLS exporter (RFC 8446 section 7.5, RFC 5705), so
+// the client's and the server's lines about one session carry the same id.
+// An exporter value with its own label reveals nothing of the traffic keys.
+// Should the exporter be unavailable (TLS 1.2 without extended master
+// secret, which Go does not negotiate), the id is random.
+func sessionID(cs tls.ConnectionState) string {
+	b, err := cs.ExportKeyingMaterial("EXPORTER-mtunnel-session-id", nil, 4)
+	if err != nil {
+		b = make([]byte, 4)
+		rand.Read(b)
+	}
+	return hex.EncodeToString(b)
 }
 
 // PeerID is the short identity of a peer certificate used in logs.
@@ -444,4 +530,32 @@ func EndReason(cause error) string {
 		return "rejected by peer: " + op.Err.Error()
 	}
 	return cause.Error()
+}
+
+// ClassifyEnd names why a session ended in a word fit for a metric label:
+// "closed" (by this agent: shutdown, drain, a refused session), the
+// verification reason when a recheck ended it (revoked, expired, ...),
+// "peer_unresponsive", "lifetime" (replaced after MaxLifetime or before
+// its peer certificate expired), "peer_closed", "timeout",
+// "rejected_by_peer" or "error".
+func ClassifyEnd(cause error) string {
+	var verr *VerifyError
+	var op *net.OpError
+	switch {
+	case cause == nil:
+		return "closed"
+	case errors.As(cause, &verr):
+		return string(verr.Reason)
+	case errors.Is(cause, ErrPeerUnresponsive):
+		return "peer_unresponsive"
+	case errors.Is(cause, ErrLifetimeExceeded):
+		return "lifetime"
+	case errors.Is(cause, io.EOF), errors.Is(cause, io.ErrUnexpectedEOF), errors.Is(cause, syscall.ECONNRESET):
+		return "peer_closed"
+	case errors.Is(cause, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.As(cause, &op) && op.Op == "remote error":
+		return "rejected_by_peer"
+	}
+	return "error"
 }
