@@ -35,7 +35,12 @@ func gather(t testing.TB, g prometheus.Gatherer) metricFamilies {
 // scrape reads an agent's /metrics page in the Prometheus text format.
 func scrape(t testing.TB, url string) metricFamilies {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Close = true // no idle connection left for goleak to find
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

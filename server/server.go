@@ -29,7 +29,8 @@ type Server struct {
 	sessions  map[*tunnel.Session]*liveSession
 	perPeer   map[string]int // open sessions by peer identity
 	listening bool           // from Listen until Serve stops accepting
-	draining  bool           // no new sessions
+	draining  bool           // no new sessions: from then on
+	stopped   bool           // Serve has returned
 	wg        sync.WaitGroup // connection and stream goroutines
 }
 
@@ -70,9 +71,11 @@ func New(cfg Config) (*Server, error) {
 // says why.
 func (s *Server) Ready() (bool, string) {
 	s.mu.Lock()
-	listening, draining := s.listening, s.draining
+	listening, draining, stopped := s.listening, s.draining, s.stopped
 	s.mu.Unlock()
 	switch {
+	case stopped:
+		return false, "stopped"
 	case draining:
 		return false, "draining"
 	case !listening:
@@ -157,6 +160,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	s.drain()
 	s.wg.Wait()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
 	return err
 }
 
