@@ -39,11 +39,11 @@ type statusSession struct {
 type statusRoute struct {
 	Route   string           `json:"route"` // "" for streams naming no configured route (server)
 	Open    int64            `json:"open"`
-	Total   int64            `json:"total"`  // ended or refused
+	Total   int64            `json:"total"`  // since start: open, ended and refused
 	OK      int64            `json:"ok"`     // ended cleanly
 	Denied  int64            `json:"denied"` // refused by the route's identity rules
 	Failed  int64            `json:"failed"` // every other result
-	Results map[string]int64 `json:"results"`
+	Results map[string]int64 `json:"results"` // streams that ended or were refused, by result
 	Up      int64            `json:"bytes_up"`
 	Down    int64            `json:"bytes_down"`
 }
@@ -89,7 +89,7 @@ func (a *adminEndpoint) status(now time.Time) statusReport {
 	for _, rs := range a.metrics.Routes() {
 		ok, denied := rs.Results[tunnel.ResultOK], rs.Results[tunnel.StatusForbidden.String()]
 		r.Routes = append(r.Routes, statusRoute{
-			Route: rs.Route, Open: rs.Open, Total: rs.Total(), OK: ok, Denied: denied, Failed: rs.Total() - ok - denied,
+			Route: rs.Route, Open: rs.Open, Total: rs.Open + rs.Total(), OK: ok, Denied: denied, Failed: rs.Total() - ok - denied,
 			Results: rs.Results, Up: rs.Up, Down: rs.Down,
 		})
 	}
