@@ -39,10 +39,10 @@ type statusSession struct {
 type statusRoute struct {
 	Route   string           `json:"route"` // "" for streams naming no configured route (server)
 	Open    int64            `json:"open"`
-	Total   int64            `json:"total"`  // since start: open, ended and refused
-	OK      int64            `json:"ok"`     // ended cleanly
-	Denied  int64            `json:"denied"` // refused by the route's identity rules
-	Failed  int64            `json:"failed"` // every other result
+	Total   int64            `json:"total"`   // since start: open, ended and refused
+	OK      int64            `json:"ok"`      // ended cleanly
+	Denied  int64            `json:"denied"`  // refused by the route's identity rules
+	Failed  int64            `json:"failed"`  // every other result
 	Results map[string]int64 `json:"results"` // streams that ended or were refused, by result
 	Up      int64            `json:"bytes_up"`
 	Down    int64            `json:"bytes_down"`
