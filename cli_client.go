@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +18,7 @@ func clientCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "client",
 		Usage: "run the client agent: listen locally and carry each connection to the server agent",
-		Flags: append(append(tlsFlags(), verifyFlags()...),
+		Flags: slices.Concat(tlsFlags(), verifyFlags(), adminFlags(), []cli.Flag{
 			&cli.BoolFlag{Name: "legacy-cn", Usage: "accept a server certificate without any SAN whose common name matches --server-name (logged)", EnvVars: env("LEGACY_CN")},
 			&cli.StringFlag{Name: "listen", Usage: "local listen `ADDR`, e.g. 127.0.0.1:15432, or a unix socket, unix:/run/mtunnel/pg.sock", EnvVars: env("LISTEN")},
 			&cli.StringFlag{Name: "listen-mode", Usage: "permission bits of a unix: --listen socket file, in octal; whoever can connect uses this agent's identity", DefaultText: "0600", EnvVars: env("LISTEN_MODE")},
@@ -27,20 +28,21 @@ func clientCommand() *cli.Command {
 			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded", DefaultText: "CPUs, at least 2", EnvVars: env("SESSIONS")},
 			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset", DefaultText: "10s", EnvVars: env("CONNECT_WAIT")},
 			&cli.DurationFlag{Name: "reconnect-max", Usage: "longest delay between redials of a server that is down", DefaultText: "30s; waiting connections cut it to 1s", EnvVars: env("RECONNECT_MAX")},
-		),
+		}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			cfg, tl, err := clientSetup(c)
+			cfg, tl, adm, err := clientSetup(c)
 			if err != nil {
 				return err
 			}
 			cfg.Logger = log
 			tl.setLogger(log)
 			cfg.TLS.Logger = log
+			cfg.Metrics = adm.agentMetrics()
 			cl, err := client.New(cfg)
 			if err != nil {
 				return configErr(err)
@@ -49,6 +51,11 @@ func clientCommand() *cli.Command {
 			if err != nil {
 				return configErrorf("%w (the address comes from --listen, MTUNNEL_LISTEN or a route's listen in the config file)", err)
 			}
+			_, stopAdmin, err := adm.start(log, agentView{ready: clientReadiness(cl), sessions: cl.Sessions})
+			if err != nil {
+				return err
+			}
+			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, cl.Recheck)
 			defer wait()
@@ -60,13 +67,16 @@ func clientCommand() *cli.Command {
 
 // clientConfig merges the config file (if any) with flags and environment.
 func clientConfig(c *cli.Context) (client.Config, error) {
-	cfg, _, err := clientSetup(c)
+	cfg, _, _, err := clientSetup(c)
 	return cfg, err
 }
 
-// clientSetup is clientConfig plus the TLS jobs the agent must run.
-func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
-	fail := func(err error) (client.Config, *agentTLS, error) { return client.Config{}, nil, err }
+// clientSetup is clientConfig plus the TLS jobs the agent must run and its
+// admin endpoint (nil when off).
+func clientSetup(c *cli.Context) (client.Config, *agentTLS, *adminEndpoint, error) {
+	fail := func(err error) (client.Config, *agentTLS, *adminEndpoint, error) {
+		return client.Config{}, nil, nil, err
+	}
 	if err := noArgs(c); err != nil {
 		return fail(err)
 	}
@@ -114,7 +124,33 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, error) {
 	if err := cfg.Validate(); err != nil {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
-	return cfg, tl, nil
+	adm, err := pickAdmin(c, f.Admin, file)
+	if err != nil {
+		return fail(err)
+	}
+	return cfg, tl, newAdminEndpoint(adm, "client", tl), nil
+}
+
+// clientReadiness is /readyz of a client agent: ready when every server
+// has a session up. (client.Client.Ready's own verdict is "some server
+// has", which is what an app connection needs; readiness asks more, so
+// that a server the client cannot reach shows before it is the last.)
+func clientReadiness(cl *client.Client) func() readiness {
+	return func() readiness {
+		_, servers := cl.Ready()
+		r := readiness{Ready: len(servers) > 0, Servers: servers}
+		var down []string
+		for addr, state := range servers {
+			if state != "up" {
+				down = append(down, addr+" "+state)
+			}
+		}
+		if len(down) > 0 {
+			slices.Sort(down)
+			r.Ready, r.Reason = false, "no session to "+strings.Join(down, "; ")
+		}
+		return r
+	}
 }
 
 // clientRoutes resolves the routes: the file's, with --listen, --route and

@@ -42,6 +42,7 @@ type serverFile struct {
 	Listen string                     `yaml:"listen"`
 	TLS    fileTLS                    `yaml:"tls"`
 	Routes map[string]serverFileRoute `yaml:"routes"`
+	Admin  fileAdmin                  `yaml:"admin"`
 }
 
 type serverFileRoute struct {
@@ -56,6 +57,7 @@ type clientFile struct {
 	Servers []string          `yaml:"servers"` // or several, serving the same routes
 	TLS     fileTLS           `yaml:"tls"`
 	Routes  []clientFileRoute `yaml:"routes"`
+	Admin   fileAdmin         `yaml:"admin"`
 }
 
 type clientFileRoute struct {
@@ -105,6 +107,7 @@ var yamlPlaces = strings.NewReplacer(
 	"in type main.serverFile", "at the top level",
 	"in type main.clientFile", "at the top level",
 	"in type main.fileTLS", "in tls",
+	"in type main.fileAdmin", "in admin",
 	"in type tunnel.Rule", "in an allow rule",
 	"into map[string]main.serverFileRoute", "into routes (a mapping from route name to target and allow)",
 	"into []main.clientFileRoute", "into routes (a list of listen and route)",
@@ -113,6 +116,7 @@ var yamlPlaces = strings.NewReplacer(
 	"into main.serverFile", "into the top level (a mapping of settings)",
 	"into main.clientFile", "into the top level (a mapping of settings)",
 	"into main.fileTLS", "into tls (a mapping of settings)",
+	"into main.fileAdmin", "into admin (a mapping of settings)",
 	"into []tunnel.Rule", `into allow (a list of rules like "- cn: app")`,
 	"into tunnel.Rule", `into an allow rule (like "cn: app")`,
 	"into []string", "into a list of strings",
@@ -197,6 +201,7 @@ func (t tlsSettings) credentials(usage x509.ExtKeyUsage) (*tunnel.Credentials, u
 	return &tunnel.Credentials{
 		Certificate:   pair,
 		Roots:         roots,
+		CAs:           cas,
 		Intermediates: extra,
 		Issuer:        ownIssuer(pair.Leaf, all),
 	}, mv, all, nil

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mtunnel/mtunnel/server"
@@ -44,7 +45,7 @@ func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run the server agent: accept mTLS sessions and forward routes to targets",
-		Flags: append(append(tlsFlags(), verifyFlags()...),
+		Flags: slices.Concat(tlsFlags(), verifyFlags(), adminFlags(), []cli.Flag{
 			&cli.StringFlag{Name: "listen", Usage: "mTLS listen `ADDR` (host:port)", EnvVars: env("LISTEN")},
 			&cli.StringFlag{Name: "target", Usage: "target `HOST:PORT` of the route \"default\", or a unix socket, unix:/var/run/postgresql/.s.PGSQL.5432", EnvVars: env("TARGET")},
 			&cli.StringSliceFlag{Name: "allow-cn", Usage: "allow client certificates with this common name on \"default\"", EnvVars: env("ALLOW_CN")},
@@ -58,20 +59,21 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-handshakes", Usage: "TLS handshakes in progress at once; more wait, within --handshake-timeout", DefaultText: "256", EnvVars: env("MAX_HANDSHAKES")},
 			&cli.IntFlag{Name: "max-sessions-per-client", Usage: "sessions one client identity may hold at once", DefaultText: "64", EnvVars: env("MAX_SESSIONS_PER_CLIENT")},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to a target", DefaultText: "10s", EnvVars: env("DIAL_TIMEOUT")},
-		),
+		}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			cfg, tl, err := serverSetup(c)
+			cfg, tl, adm, err := serverSetup(c)
 			if err != nil {
 				return err
 			}
 			cfg.Logger = log
 			tl.setLogger(log)
 			cfg.TLS.Logger = log
+			cfg.Metrics = adm.agentMetrics()
 			srv, err := server.New(cfg)
 			if err != nil {
 				return configErr(err)
@@ -80,6 +82,11 @@ func serverCommand() *cli.Command {
 			if err != nil {
 				return configErrorf("%w (the address comes from --listen, MTUNNEL_LISTEN or the config file's listen)", err)
 			}
+			_, stopAdmin, err := adm.start(log, agentView{ready: serverReadiness(srv), sessions: srv.Sessions})
+			if err != nil {
+				return err
+			}
+			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
 			wait := tl.start(c.Context, c, srv.Recheck)
 			defer wait()
@@ -91,13 +98,16 @@ func serverCommand() *cli.Command {
 
 // serverConfig merges the config file (if any) with flags and environment.
 func serverConfig(c *cli.Context) (server.Config, error) {
-	cfg, _, err := serverSetup(c)
+	cfg, _, _, err := serverSetup(c)
 	return cfg, err
 }
 
-// serverSetup is serverConfig plus the TLS jobs the agent must run.
-func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
-	fail := func(err error) (server.Config, *agentTLS, error) { return server.Config{}, nil, err }
+// serverSetup is serverConfig plus the TLS jobs the agent must run and its
+// admin endpoint (nil when off).
+func serverSetup(c *cli.Context) (server.Config, *agentTLS, *adminEndpoint, error) {
+	fail := func(err error) (server.Config, *agentTLS, *adminEndpoint, error) {
+		return server.Config{}, nil, nil, err
+	}
 	if err := noArgs(c); err != nil {
 		return fail(err)
 	}
@@ -146,7 +156,20 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, error) {
 	if err := cfg.Validate(); err != nil {
 		return fail(configErr(fmt.Errorf("%w%s", err, fileHint(file))))
 	}
-	return cfg, tl, nil
+	adm, err := pickAdmin(c, f.Admin, file)
+	if err != nil {
+		return fail(err)
+	}
+	return cfg, tl, newAdminEndpoint(adm, "server", tl), nil
+}
+
+// serverReadiness is /readyz of a server agent: listening, not draining,
+// with a certificate valid now.
+func serverReadiness(srv *server.Server) func() readiness {
+	return func() readiness {
+		ok, why := srv.Ready()
+		return readiness{Ready: ok, Reason: why}
+	}
 }
 
 // serverRoutes resolves the routes: the file's, and the route "default"

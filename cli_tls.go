@@ -93,6 +93,15 @@ func buildTLS(c *cli.Context, f fileTLS, file string, own x509.ExtKeyUsage) (*ag
 	return a, nil
 }
 
+// state reads the TLS material in force, for the admin endpoint.
+func (a *agentTLS) state() *tunnel.TLSState {
+	s := &tunnel.TLSState{Credentials: a.store.Load}
+	if a.crls != nil {
+		s.CRLs = a.crls.current
+	}
+	return s
+}
+
 // setLogger points every part at the agent's logger.
 func (a *agentTLS) setLogger(log *slog.Logger) {
 	a.policy.Logger = log

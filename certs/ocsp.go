@@ -129,6 +129,32 @@ func VerifyOCSPResponse(der []byte, cert, issuer *x509.Certificate, now time.Tim
 	return res, nil
 }
 
+// OCSPInfo describes an OCSP response for reports (status, metrics).
+type OCSPInfo struct {
+	Status     OCSPStatus
+	ProducedAt time.Time
+	ThisUpdate time.Time
+	NextUpdate time.Time // zero if the responder gave none
+}
+
+// DescribeOCSP reads the status and times of the DER OCSP response der
+// for a report. It checks neither the signer nor the freshness: only
+// VerifyOCSPResponse decides whether a response can be trusted.
+func DescribeOCSP(der []byte) (OCSPInfo, error) {
+	resp, err := ocsp.ParseResponse(der, nil)
+	if err != nil {
+		return OCSPInfo{}, fmt.Errorf("parse OCSP response: %w", err)
+	}
+	info := OCSPInfo{Status: OCSPUnknown, ProducedAt: resp.ProducedAt, ThisUpdate: resp.ThisUpdate, NextUpdate: resp.NextUpdate}
+	switch resp.Status {
+	case ocsp.Good:
+		info.Status = OCSPGood
+	case ocsp.Revoked:
+		info.Status = OCSPRevoked
+	}
+	return info, nil
+}
+
 // checkIssued reports whether issuer issued cert. Without it a valid
 // response about another CA's certificate with the same serial number, and
 // possibly the same CA name, would pass as an answer about cert.

@@ -213,3 +213,22 @@ func TestRequestRevocationURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribeOCSP(t *testing.T) {
+	ca := certstest.New(t)
+	leaf := ca.Client(t, "app").Leaf
+	now := time.Now().Truncate(time.Second)
+	der := ocspSigner{issuer: ca.Cert, key: ca.Key}.respond(t, ocsp.Response{
+		Status: ocsp.Good, SerialNumber: leaf.SerialNumber, ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour),
+	})
+	info, err := certs.DescribeOCSP(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Status != certs.OCSPGood || !info.ThisUpdate.Equal(now.Add(-time.Minute)) || !info.NextUpdate.Equal(now.Add(time.Hour)) {
+		t.Errorf("info %+v", info)
+	}
+	if _, err := certs.DescribeOCSP([]byte("not an OCSP response")); err == nil {
+		t.Error("garbage described without an error")
+	}
+}

@@ -49,6 +49,9 @@ func New(cfg Config) (*Client, error) {
 		Interval: c.RecheckInterval,
 		Logger:   c.Logger,
 	}
+	for _, r := range c.Routes {
+		c.Metrics.Route(r.Route) // reported from the start, with zero counts
+	}
 	return &Client{
 		cfg:   c,
 		log:   c.Logger,
@@ -59,6 +62,7 @@ func New(cfg Config) (*Client, error) {
 			Reconnect: c.Reconnect,
 			Logger:    c.Logger,
 			Guard:     guard,
+			Metrics:   c.Metrics,
 		},
 	}, nil
 }
@@ -107,6 +111,15 @@ func (c *Client) Ready() (bool, map[string]string) {
 		}
 	}
 	return ready, servers
+}
+
+// Sessions returns a snapshot of the open sessions, server by server.
+func (c *Client) Sessions() []tunnel.SessionInfo {
+	var out []tunnel.SessionInfo
+	for _, s := range c.pool.Sessions() {
+		out = append(out, s.Info())
+	}
+	return out
 }
 
 // Recheck verifies the server certificate of every open session again now
@@ -181,16 +194,18 @@ func (c *Client) acceptLoop(ctx context.Context, ln net.Listener, route string, 
 func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	start := time.Now()
 	log := c.log.With("route", route, "app", appName(app))
+	meter := c.cfg.Metrics.Route(route)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ConnectWait)
 	st, sess, err := c.pool.Open(wctx)
 	cancel()
 	if err != nil {
 		tunnel.Reset(app)
+		meter.Refused(tunnel.ResultNoSession)
 		c.logOpenFailed(log, err)
 		return
 	}
 	defer c.pool.Release(sess)
-	log = log.With("server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "stream", st.StreamID())
+	log = log.With("server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "session", sess.ID, "stream", st.StreamID())
 	req := tunnel.Request{Route: route}
 	req.Src, req.Dst = appOrigin(app)
 	hdr, err := tunnel.AppendRequest(nil, req)
@@ -200,26 +215,54 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	if err != nil {
 		tunnel.Reset(app)
 		st.Reset()
+		meter.Refused(tunnel.ResultError)
 		log.Error("stream open failed: resetting app connection", "err", err)
 		return
 	}
+	c.carry(log, app, st, meter, start)
+}
+
+// carry joins an app connection with its stream once the header is sent,
+// then counts and logs how the stream ended.
+func (c *Client) carry(log *slog.Logger, app net.Conn, st *tunnel.Stream, meter *tunnel.RouteMeter, start time.Time) {
+	opened := false // the server said ok: the stream counts as open
 	res := tunnel.Join(app, st, tunnel.JoinConfig{
 		HalfCloseTimeout: c.cfg.HalfCloseTimeout,
 		Prelude: func(r io.Reader) error {
 			st.SetReadDeadline(time.Now().Add(c.cfg.HeaderTimeout))
 			defer st.SetReadDeadline(time.Time{})
-			return checkResponse(r)
+			if err := checkResponse(r); err != nil {
+				return err
+			}
+			opened = true
+			meter.Opened(time.Since(start))
+			return nil
 		},
+		Sent: meter.Up, Received: meter.Down,
 	})
-	attrs := []any{"sent", res.Sent, "received", res.Received, "duration", time.Since(start).Round(time.Microsecond)}
+	// Counted before the log line, so that whoever reads the line finds
+	// the stream in the metrics.
 	var refused *RefusedError
+	result := tunnel.ResultOK
 	switch {
 	case errors.As(res.Err, &refused):
-		log.Warn("stream refused by server", append(attrs, "result", refused.Status.String(), "reason", refused.Reason)...)
+		result = refused.Status.String()
 	case res.Err != nil:
-		log.Warn("stream ended", append(attrs, "result", "reset", "err", res.Err)...)
+		result = tunnel.ResultReset
+	}
+	if opened {
+		meter.Ended(result)
+	} else {
+		meter.Refused(result)
+	}
+	attrs := []any{"sent", res.Sent, "received", res.Received, "duration", time.Since(start).Round(time.Microsecond), "result", result}
+	switch {
+	case refused != nil:
+		log.Warn("stream refused by server", append(attrs, "reason", refused.Reason)...)
+	case res.Err != nil:
+		log.Warn("stream ended", append(attrs, "err", res.Err)...)
 	default:
-		log.Info("stream ended", append(attrs, "result", "ok")...)
+		log.Info("stream ended", attrs...)
 	}
 }
 

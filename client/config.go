@@ -46,7 +46,8 @@ type Config struct {
 	DrainTimeout     time.Duration // on shutdown, wait for open streams; default 30 s
 	RecheckInterval  time.Duration // re-verify the server of open sessions; default 30 s
 
-	Logger *slog.Logger // nil discards logs
+	Logger  *slog.Logger    // nil discards logs
+	Metrics *tunnel.Metrics // nil: none
 }
 
 // Route binds a local listener to a route on the server.

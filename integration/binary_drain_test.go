@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,11 +107,20 @@ func TestClientDrainBinary(t *testing.T) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	h := sha256.New()
 	done := make(chan error, 1)
+	echoed := make(chan struct{}) // the first byte came back
 	go func() {
-		_, err := io.Copy(h, c)
+		_, err := io.Copy(h, &firstRead{r: c, seen: echoed})
 		done <- err
 	}()
 	c.Write(payload[:half])
+	// A connect returns once the kernel has it; the agent may not have
+	// accepted it yet, and a SIGTERM then would find no connection to
+	// drain. An echoed byte proves the stream is up.
+	select {
+	case <-echoed:
+	case <-done:
+		t.Fatal("the connection ended before the echo came back")
+	}
 
 	client.handled = true
 	if err := client.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -137,4 +147,20 @@ func TestClientDrainBinary(t *testing.T) {
 	if n := client.count("drain timeout: resetting open connections"); n != 0 {
 		t.Error("the client waited for its drain timeout although its only connection had ended")
 	}
+}
+
+// firstRead is a reader that closes seen after its first read that
+// brought data.
+type firstRead struct {
+	r    io.Reader
+	seen chan struct{}
+	once sync.Once
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.once.Do(func() { close(f.seen) })
+	}
+	return n, err
 }

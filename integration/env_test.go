@@ -41,6 +41,13 @@ func startServer(t testing.TB, cfg server.Config) string {
 // test's end stops it too, if it still runs.
 func startServerCtl(t testing.TB, cfg server.Config) (string, func()) {
 	t.Helper()
+	_, addr, stop := startServerAgent(t, cfg)
+	return addr, stop
+}
+
+// startServerAgent is startServerCtl that also returns the agent.
+func startServerAgent(t testing.TB, cfg server.Config) (*server.Server, string, func()) {
+	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -55,7 +62,7 @@ func startServerCtl(t testing.TB, cfg server.Config) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return addr.String(), runUntilCleanup(t, srv.Serve)
+	return srv, addr.String(), runUntilCleanup(t, srv.Serve)
 }
 
 // startClient runs a client agent until the test ends and returns its

@@ -38,7 +38,8 @@ type Config struct {
 	// verified again (revocation, expiry); default 30 s. Server.Recheck
 	// forces one at once.
 	RecheckInterval time.Duration
-	Logger          *slog.Logger // nil discards logs
+	Logger          *slog.Logger    // nil discards logs
+	Metrics         *tunnel.Metrics // nil: none
 }
 
 // Route is where a route's streams go and who may open them.

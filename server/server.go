@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,10 +25,13 @@ type Server struct {
 	sem   chan struct{} // handshake slots
 	guard *tunnel.Guard // re-verifies open sessions
 
-	mu       sync.Mutex
-	sessions map[*tunnel.Session]*liveSession // nil once draining
-	perPeer  map[string]int                   // open sessions by peer identity
-	wg       sync.WaitGroup                   // connection and stream goroutines
+	mu        sync.Mutex
+	sessions  map[*tunnel.Session]*liveSession
+	perPeer   map[string]int // open sessions by peer identity
+	listening bool           // from Listen until Serve stops accepting
+	draining  bool           // no new sessions: from then on
+	stopped   bool           // Serve has returned
+	wg        sync.WaitGroup // connection and stream goroutines
 }
 
 // liveSession is what the server tracks of an open session. Guarded by
@@ -56,7 +61,49 @@ func New(cfg Config) (*Server, error) {
 		Interval: c.RecheckInterval,
 		Logger:   c.Logger,
 	}
+	for name := range c.Routes {
+		c.Metrics.Route(name) // reported from the start, with zero counts
+	}
 	return s, nil
+}
+
+// Ready reports whether the server takes new sessions: it is listening,
+// not draining, and its own certificate is valid now. If not, the reason
+// says why.
+func (s *Server) Ready() (bool, string) {
+	s.mu.Lock()
+	listening, draining, stopped := s.listening, s.draining, s.stopped
+	s.mu.Unlock()
+	switch {
+	case stopped:
+		return false, "stopped"
+	case draining:
+		return false, "draining"
+	case !listening:
+		return false, "not listening"
+	}
+	leaf := s.cfg.TLS.Credentials().Certificate.Leaf
+	switch now := time.Now(); {
+	case leaf == nil:
+		return false, "no own certificate"
+	case now.After(leaf.NotAfter):
+		return false, fmt.Sprintf("own certificate %s expired at %s", tunnel.PeerID(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return false, fmt.Sprintf("own certificate %s is not valid until %s", tunnel.PeerID(leaf), leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return true, ""
+}
+
+// Sessions returns a snapshot of the open sessions, oldest first.
+func (s *Server) Sessions() []tunnel.SessionInfo {
+	s.mu.Lock()
+	out := make([]tunnel.SessionInfo, 0, len(s.sessions))
+	for sess := range s.sessions {
+		out = append(out, sess.Info())
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b tunnel.SessionInfo) int { return a.Established.Compare(b.Established) })
+	return out
 }
 
 // Recheck verifies the client certificates of all open sessions again now
@@ -71,6 +118,9 @@ func (s *Server) Listen() (net.Addr, error) {
 		return nil, fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
+	s.mu.Lock()
+	s.listening = true
+	s.mu.Unlock()
 	s.log.Info("listening", "addr", ln.Addr().String(), "routes", len(s.cfg.Routes))
 	return ln.Addr(), nil
 }
@@ -106,8 +156,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-acceptDone
 	case err = <-acceptDone:
 	}
+	s.mu.Lock()
+	s.listening = false
+	s.mu.Unlock()
 	s.drain()
 	s.wg.Wait()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
 	return err
 }
 
@@ -154,21 +210,26 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		}
 		return
 	}
+	start := time.Now()
 	sess, err := tunnel.Accept(hctx, conn, s.tls, s.cfg.Session, s.cfg.HandshakeTimeout)
 	cancel()
 	<-s.sem
 	if err != nil {
-		s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
-			"reason", tunnel.Classify(err), "err", err)
+		reason := tunnel.Classify(err)
+		s.cfg.Metrics.HandshakeFailed(reason)
+		s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(), "reason", reason, "err", err)
 		return
 	}
-	log := s.log.With("peer", tunnel.PeerID(sess.Peer), "remote", sess.Remote.String())
+	setup := time.Since(start)
+	log := s.log.With("peer", tunnel.PeerID(sess.Peer), "remote", sess.Remote.String(), "session", sess.ID)
 	ls, err := s.track(sess)
 	if err != nil {
-		log.Warn("session refused", "err", err)
+		s.cfg.Metrics.HandshakeFailed(tunnel.ReasonSessionRefused)
+		log.Warn("session refused", "reason", tunnel.ReasonSessionRefused, "err", err)
 		sess.Close()
 		return
 	}
+	s.cfg.Metrics.SessionUp(setup)
 	log.Info("session established")
 	s.guard.Add(sess)
 	s.wg.Add(1)
@@ -187,6 +248,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	if err != nil {
 		reason = tunnel.EndReason(err)
 	}
+	s.cfg.Metrics.SessionDown(tunnel.ClassifyEnd(err))
 	log.Info("session ended", "duration", time.Since(sess.Established).Round(time.Millisecond), "reason", reason)
 }
 
@@ -265,7 +327,7 @@ var errDraining = errors.New("server is draining")
 func (s *Server) track(sess *tunnel.Session) (*liveSession, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sessions == nil {
+	if s.draining {
 		return nil, errDraining
 	}
 	id := tunnel.PeerID(sess.Peer)
@@ -293,8 +355,8 @@ func (s *Server) untrack(sess *tunnel.Session) {
 // stream is done), then closes the rest.
 func (s *Server) drain() {
 	s.mu.Lock()
-	sessions := s.sessions
-	s.sessions = nil
+	sessions := maps.Clone(s.sessions)
+	s.draining = true
 	s.mu.Unlock()
 	s.log.Info("draining", "sessions", len(sessions), "streams", openStreams(sessions), "timeout", s.cfg.DrainTimeout)
 	for sess := range sessions {

@@ -38,10 +38,12 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 	if req.HasOrigin() {
 		log = log.With("app", req.Src.String())
 	}
+	meter := s.meter(req.Route)
 	if resp.Status != tunnel.StatusOK {
 		if release != nil {
 			release()
 		}
+		meter.Refused(resp.Status.String())
 		log.Warn("stream rejected", "result", resp.Status.String(), "reason", resp.Reason, "err", err)
 		s.reply(st, resp)
 		st.Finish(s.cfg.HeaderTimeout)
@@ -51,17 +53,34 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 		target.Close()
 		st.Reset() // the client reset it, or it is unusable: free it on both ends
 		release()
-		log.Warn("stream ended", "result", "error", "err", err)
+		meter.Refused(tunnel.ResultError)
+		log.Warn("stream ended", "result", tunnel.ResultError, "err", err)
 		return
 	}
-	res := tunnel.Join(target, st, tunnel.JoinConfig{HalfCloseTimeout: s.cfg.HalfCloseTimeout, IdleTimeout: s.cfg.IdleTimeout})
+	meter.Opened(time.Since(start))
+	// The target is the local side: what it sends goes down to the app.
+	res := tunnel.Join(target, st, tunnel.JoinConfig{
+		HalfCloseTimeout: s.cfg.HalfCloseTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		Sent: meter.Down, Received: meter.Up,
+	})
 	release() // before the log line: a client that saw it may open the next stream
 	attrs := []any{"sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond)}
 	if res.Err != nil {
-		log.Warn("stream ended", append(attrs, "result", "reset", "err", res.Err)...)
+		meter.Ended(tunnel.ResultReset)
+		log.Warn("stream ended", append(attrs, "result", tunnel.ResultReset, "err", res.Err)...)
 		return
 	}
-	log.Info("stream ended", append(attrs, "result", "ok")...)
+	meter.Ended(tunnel.ResultOK)
+	log.Info("stream ended", append(attrs, "result", tunnel.ResultOK)...)
+}
+
+// meter returns the metrics of route. A stream that names no configured
+// route is counted under the route "", so that clients cannot add labels.
+func (s *Server) meter(route string) *tunnel.RouteMeter {
+	if _, ok := s.cfg.Routes[route]; !ok {
+		route = ""
+	}
+	return s.cfg.Metrics.Route(route)
 }
 
 // admit reads the header and decides. On StatusOK target is the dialled

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -94,8 +95,10 @@ func (g *Guard) checkAll() {
 		}
 		if err := g.Verify(s); err != nil {
 			g.log().Warn("closing session: peer no longer passes verification",
-				"peer", PeerID(s.Peer), "remote", s.Remote.String(), "reason", Classify(err), "err", err)
-			s.Close()
+				"peer", PeerID(s.Peer), "remote", s.Remote.String(), "session", s.ID, "reason", Classify(err), "err", err)
+			// The cause keeps the reason for the "session ended" line and
+			// the metrics (ClassifyEnd).
+			s.closeWith(fmt.Errorf("peer no longer passes verification: %w", err))
 		}
 	}
 }

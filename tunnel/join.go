@@ -40,6 +40,12 @@ type JoinConfig struct {
 	// it to read the server's response header while app bytes already flow
 	// the other way.
 	Prelude func(io.Reader) error
+	// Sent and Received, if set, are told of every write as it happens:
+	// Sent of bytes from the local side into the stream, Received of bytes
+	// from the stream to the local side (the split of JoinResult). Metrics
+	// thus see a long-lived stream's traffic before it ends. They run on
+	// the copy path and must be cheap (an atomic add).
+	Sent, Received func(n int64)
 }
 
 // JoinResult reports how a join ended.
@@ -62,8 +68,8 @@ type JoinResult struct {
 // connection so the app sees a failure, never a clean end of data.
 func Join(local net.Conn, stream *Stream, cfg JoinConfig) JoinResult {
 	j := &joiner{local: local, stream: stream, timeout: cmp.Or(cfg.HalfCloseTimeout, 5*time.Minute)}
-	up := &copier{name: "local->stream", j: j, src: local, dst: stream}
-	down := &copier{name: "stream->local", j: j, src: stream, dst: local, prelude: cfg.Prelude}
+	up := &copier{name: "local->stream", j: j, src: local, dst: stream, counted: cfg.Sent}
+	down := &copier{name: "stream->local", j: j, src: stream, dst: local, prelude: cfg.Prelude, counted: cfg.Received}
 	up.other, down.other = down, up
 	// One direction runs in the caller's goroutine: one goroutine fewer
 	// per connection, and idle connections are what there are most of.
@@ -156,6 +162,7 @@ type copier struct {
 	dst     io.Writer
 	other   *copier
 	prelude func(io.Reader) error
+	counted func(int64) // nil: not wanted
 	n       atomic.Int64
 }
 
@@ -214,6 +221,9 @@ func (c *copier) copy() error {
 		if nr > 0 {
 			nw, werr := c.dst.Write(buf[:nr])
 			c.n.Add(int64(nw))
+			if c.counted != nil && nw > 0 {
+				c.counted(int64(nw))
+			}
 			if werr != nil {
 				return c.timeoutOr(fmt.Errorf("%s: write: %w", c.name, werr))
 			}

@@ -34,7 +34,8 @@ type Pool struct {
 	Size      int       // sessions kept to each server; default 1
 	Reconnect Reconnect
 	Logger    *slog.Logger
-	Guard     *Guard // if set, every session is added to it while open
+	Guard     *Guard   // if set, every session is added to it while open
+	Metrics   *Metrics // nil: none
 
 	mu        sync.Mutex
 	servers   []*serverPool
@@ -205,6 +206,20 @@ func (p *Pool) Status() []ServerStatus {
 	return out
 }
 
+// Sessions returns the open sessions, server by server in configuration
+// order.
+func (p *Pool) Sessions() []*Session {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Session
+	for _, sp := range p.servers {
+		for _, m := range sp.members {
+			out = append(out, m.s)
+		}
+	}
+	return out
+}
+
 // Close closes every session (their streams end with a reset to the apps)
 // and waits for the pool's goroutines.
 func (p *Pool) Close() {
@@ -265,8 +280,9 @@ func (p *Pool) drainingLocked(m *member, why error) {
 		return
 	}
 	m.draining = true
+	m.sp.redial = true // its replacement is a reconnect
 	p.log().Info("session draining", "server", m.s.Server, "peer", PeerID(m.s.Peer),
-		"remote", m.s.Remote.String(), "reason", why.Error())
+		"remote", m.s.Remote.String(), "session", m.s.ID, "reason", why.Error())
 	m.sp.poke() // the server is below its floor now
 	m.answerIfIdleLocked()
 	p.signalLocked()
@@ -411,15 +427,20 @@ func (p *Pool) ended(m *member) {
 	if p.Guard != nil {
 		p.Guard.Remove(s)
 	}
-	reason := "closed by client"
+	reason, label := "closed by client", "closed"
 	if !closing {
-		reason = EndReason(s.Cause())
+		cause := s.Cause()
+		reason, label = EndReason(cause), ClassifyEnd(cause)
 		if draining {
 			reason = "drained: " + reason
+			if label == "closed" || label == "peer_closed" {
+				label = "drained" // the server closed it after a GoAway: no failure
+			}
 		}
 	}
-	p.log().Info("session ended", "server", s.Server, "peer", PeerID(s.Peer),
-		"remote", s.Remote.String(), "duration", time.Since(s.Established).Round(time.Millisecond), "reason", reason)
+	p.Metrics.SessionDown(label)
+	p.log().Info("session ended", "server", s.Server, "peer", PeerID(s.Peer), "remote", s.Remote.String(),
+		"session", s.ID, "duration", time.Since(s.Established).Round(time.Millisecond), "reason", reason)
 }
 
 func removeMember(ms []*member, m *member) []*member {

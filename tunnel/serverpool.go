@@ -22,6 +22,7 @@ type serverPool struct {
 	lastDial  time.Time // start of the last dial
 	lastLoss  time.Time
 	failures  int   // dials failed in a row, for the logs and Status
+	redial    bool  // a session ended or drained, or a dial failed, since the last dial
 	lastErr   error // of the last dial; nil once one succeeds
 	lastErrAt time.Time
 	wake      chan struct{} // buffered: something changed, look again
@@ -136,6 +137,7 @@ func (sp *serverPool) lostLocked(now time.Time, ended *Session) time.Duration {
 		sp.backoff.reset()
 	}
 	sp.lastLoss = now
+	sp.redial = true
 	if ended != nil && sp.retryAt.After(now) {
 		return sp.retryAt.Sub(now) // already waiting: sessions often end together
 	}
@@ -149,7 +151,12 @@ func (sp *serverPool) dial(ctx context.Context) {
 	p := sp.p
 	p.mu.Lock()
 	sp.lastDial = time.Now()
+	if sp.redial {
+		sp.redial = false
+		p.Metrics.Reconnect()
+	}
 	p.mu.Unlock()
+	start := time.Now()
 	s, err := sp.dialer.Dial(ctx)
 	p.mu.Lock()
 	if err != nil {
@@ -157,6 +164,7 @@ func (sp *serverPool) dial(ctx context.Context) {
 			p.mu.Unlock()
 			return
 		}
+		p.Metrics.HandshakeFailed(Classify(err))
 		now := time.Now()
 		delay := sp.lostLocked(now, nil)
 		sp.failures++
@@ -172,11 +180,12 @@ func (sp *serverPool) dial(ctx context.Context) {
 	p.mu.Unlock()
 	// Logged before the session is handed out, so that the line comes
 	// before any stream on it.
-	attrs := []any{"server", sp.dialer.Address, "peer", PeerID(s.Peer), "remote", s.Remote.String(), "rtt", s.RTT}
+	attrs := []any{"server", sp.dialer.Address, "peer", PeerID(s.Peer), "remote", s.Remote.String(), "session", s.ID, "rtt", s.RTT}
 	if after > 0 {
 		attrs = append(attrs, "failed_dials", after)
 	}
 	p.log().Info("session established", attrs...)
+	p.Metrics.SessionUp(time.Since(start))
 	if p.Guard != nil {
 		p.Guard.Add(s)
 	}

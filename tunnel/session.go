@@ -3,8 +3,10 @@ package tunnel
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -172,6 +174,7 @@ func (y yamuxLogger) log(msg string) {
 // Session is one authenticated TLS connection carrying a yamux session.
 type Session struct {
 	*yamux.Session
+	ID          string              // short, and the same at both ends (sessionID)
 	Peer        *x509.Certificate   // the verified peer leaf
 	PeerChain   []*x509.Certificate // the chain as the peer sent it, leaf first
 	Staple      []byte              // the OCSP response the peer stapled, if any
@@ -183,7 +186,13 @@ type Session struct {
 	conn        *frameConn
 	client      bool
 	retired     atomic.Bool           // past MaxLifetime: no new streams
+	sentGoAway  atomic.Bool           // we told the peer to open no more streams
 	cause       atomic.Pointer[error] // why we closed it, if we did
+
+	// Counted by the session's streams for the status report: streams
+	// opened or accepted, and their bytes from the app towards the target
+	// (up) and back (down).
+	streams, up, down atomic.Int64
 
 	mu   sync.Mutex
 	live map[*Stream]struct{} // streams not yet finished, for wakeStreams
@@ -209,6 +218,7 @@ func (s *Stream) done() {
 
 // track registers a new stream so that wakeStreams can reach it.
 func (s *Session) track(st *yamux.Stream) *Stream {
+	s.streams.Add(1)
 	w := &Stream{Stream: st, conn: s.conn, sess: s}
 	s.mu.Lock()
 	if s.live == nil {
@@ -275,6 +285,7 @@ func (s *Stream) Finish(timeout time.Duration) {
 // a graceful drain. Here such a stream is still accepted and served; see
 // "Drain" in doc.go for how the session then ends without a race.
 func (s *Session) GoAway() error {
+	s.sentGoAway.Store(true)
 	if err := s.conn.sendGoAway(); err != nil {
 		return fmt.Errorf("send goaway: %w", err)
 	}
@@ -417,6 +428,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	}
 	s := &Session{
 		Session:     ys,
+		ID:          sessionID(cs),
 		Peer:        cs.PeerCertificates[0],
 		PeerChain:   cs.PeerCertificates,
 		Staple:      cs.OCSPResponse,
@@ -438,6 +450,21 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	}()
 	go s.retire(sc.MaxLifetime, cmp.Or(sc.LifetimeGrace, defaultGrace))
 	return s, nil
+}
+
+// sessionID names a session in logs and reports: 8 hex digits that both
+// ends derive from the TLS exporter (RFC 8446 section 7.5, RFC 5705), so
+// the client's and the server's lines about one session carry the same id.
+// An exporter value with its own label reveals nothing of the traffic keys.
+// Should the exporter be unavailable (TLS 1.2 without extended master
+// secret, which Go does not negotiate), the id is random.
+func sessionID(cs tls.ConnectionState) string {
+	b, err := cs.ExportKeyingMaterial("EXPORTER-mtunnel-session-id", nil, 4)
+	if err != nil {
+		b = make([]byte, 4)
+		rand.Read(b)
+	}
+	return hex.EncodeToString(b)
 }
 
 // PeerID is the short identity of a peer certificate used in logs.

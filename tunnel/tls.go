@@ -21,6 +21,10 @@ const ALPN = "mtunnel/1"
 type Credentials struct {
 	Certificate tls.Certificate // own chain and key; Leaf must be set
 	Roots       *x509.CertPool  // CAs trusted to sign the peer's certificate
+	// CAs lists the certificates in Roots, for reports (a CertPool cannot
+	// list its own). Optional: without it no CA shows in the status or
+	// the expiry metrics.
+	CAs []*x509.Certificate
 	// Intermediates are CA certificates that may complete a peer's chain
 	// when the peer does not send them (--intermediates). They are never
 	// trusted on their own.

@@ -46,6 +46,9 @@ const (
 	ReasonPeerClosed       Reason = "peer_closed"
 	ReasonUnreachable      Reason = "unreachable" // the TCP connect failed: refused, no route, unknown host
 	ReasonProtocol         Reason = "protocol_error"
+	// ReasonSessionRefused: the server verified the client but refused
+	// the session (the identity's session limit, or the server drains).
+	ReasonSessionRefused Reason = "session_refused"
 )
 
 // VerifyError is a refusal with its reason.
