@@ -36,6 +36,7 @@ var targetKinds = []struct {
 	target func(dbEndpoints) string
 }{
 	{"tcp", func(e dbEndpoints) string { return e.tcp }},
+	{"unix", func(e dbEndpoints) string { return "unix:" + e.socket }},
 }
 
 // TestPostgresThroughTunnel runs PostgreSQL's own clients through the
