@@ -4,8 +4,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
