@@ -133,6 +133,13 @@ func backend(t testing.TB, handle func(*net.TCPConn)) string {
 // serveBackend is backend on a listener the test made, e.g. in another
 // network namespace (netns_helpers_test.go); it returns ln's address.
 func serveBackend(t testing.TB, ln net.Listener, handle func(*net.TCPConn)) string {
+	serveConns(t, ln, func(c net.Conn) { handle(c.(*net.TCPConn)) })
+	return ln.Addr().String()
+}
+
+// serveConns runs handle for every connection ln accepts until the test
+// ends, and waits for the handlers.
+func serveConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -146,12 +153,11 @@ func serveBackend(t testing.TB, ln net.Listener, handle func(*net.TCPConn)) stri
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				handle(c.(*net.TCPConn))
+				handle(c)
 			}()
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
 }
 
 func echo(c *net.TCPConn) {
