@@ -187,7 +187,7 @@ func (c *copier) run(wg *sync.WaitGroup, end func(error)) {
 //
 // An idle connection should hold little memory (FIELD-NOTES: a copier
 // blocked in Read holds its buffer). So a copier waits for data with a small
-// buffer of its own and takes a 32 KiB pooled buffer only while data keeps
+// buffer of its own and takes a 128 KiB pooled buffer only while data keeps
 // filling the small one, giving it back after the first short read, which
 // means the source is drained and the next Read will likely block. After a
 // short read followed by shrinkAfter of quiet it also releases a yamux
@@ -326,9 +326,15 @@ func Reset(c net.Conn) {
 	c.Close()
 }
 
-// buffers holds copy buffers. 32 KiB matches io.Copy and is large enough
-// that a TLS record or a yamux frame is rarely split across two reads.
+// buffers holds copy buffers for flowing data. 128 KiB rather than
+// io.Copy's 32 KiB: each buffer-full becomes one yamux frame and one socket
+// write of its TLS records (batchConn), so a bigger buffer means a quarter
+// of the syscalls, frames and wakeups per byte. Measured in make bench
+// (upload and download, 1 and 8 streams, interleaved with stunnel, two
+// runs each): 0.86-0.99x stunnel's throughput with 32 KiB, 0.97-1.16x with
+// 128 KiB, and CPU per GiB from 1.06-1.17x stunnel's to 0.87-1.01x. Idle
+// connections do not hold one (see copier.copy).
 var buffers = sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
+	b := make([]byte, 128<<10)
 	return &b
 }}
