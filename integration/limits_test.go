@@ -200,3 +200,36 @@ func TestPoolGrowsUnderBurst(t *testing.T) {
 		t.Errorf("%d sessions for %d streams at one per session", got, n)
 	}
 }
+
+// TestPoolLetsExtraSessionsGo: sessions dialled beyond the floor for a
+// burst (one stream per session here) are drained once they have carried
+// no stream for Reconnect.Linger, and the floor session stays and serves.
+func TestPoolLetsExtraSessionsGo(t *testing.T) {
+	checkLeaks(t)
+	one := tunnel.SessionConfig{MaxStreams: 1}
+	w, local := echoWorld(t, func(c *server.Config) { c.Session = one }, func(w *world, c *client.Config) {
+		c.Session = one
+		c.Reconnect.Linger = 300 * time.Millisecond
+	})
+	var held []net.Conn
+	for range 3 {
+		held = append(held, connectedApp(t, local))
+	}
+	if n := w.logs.count(msgAttr("session established", "agent", "client")); n < 3 {
+		t.Fatalf("%d sessions for 3 streams at one per session", n)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	extra := msgAttr("session draining", "agent", "client", "reason", "idle beyond the pool's floor of sessions")
+	w.logs.waitForN(t, "two extra sessions let go", 2, extra)
+	w.logs.waitForN(t, "and closed by the server", 2, func(r record) bool {
+		return r.msg == "session ended" && r.attrs["agent"] == "client" && strings.HasPrefix(r.attrs["reason"], "drained")
+	})
+	if err := echoCheck(t, local, 64<<10); err != nil {
+		t.Fatalf("the floor session after the others went: %v", err)
+	}
+	if n := w.logs.count(extra); n != 2 {
+		t.Errorf("%d sessions let go, want 2 (the floor of 1 stays)", n)
+	}
+}

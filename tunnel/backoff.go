@@ -25,6 +25,10 @@ type Reconnect struct {
 	// Max, while a dead server gets at most one dial per Waiting per client
 	// agent. Default 1 s.
 	Waiting time.Duration
+	// Linger is how long a session beyond the pool's floor (one dialled
+	// because every session was at its stream cap) may carry no stream
+	// before the pool lets it go. Default 30 s.
+	Linger time.Duration
 	// Rand returns a uniform random number in [0, n) for n > 0. Nil means
 	// math/rand/v2's Int64N. Tests inject a seeded source.
 	Rand func(n int64) int64
@@ -39,7 +43,7 @@ const (
 
 // Validate reports negative durations and a base above the cap.
 func (r Reconnect) Validate() error {
-	if r.Base < 0 || r.Max < 0 || r.Healthy < 0 || r.Waiting < 0 {
+	if r.Base < 0 || r.Max < 0 || r.Healthy < 0 || r.Waiting < 0 || r.Linger < 0 {
 		return errors.New("reconnect delays must not be negative")
 	}
 	if r.Base > 0 && r.Max > 0 && r.Base > r.Max {
@@ -60,6 +64,9 @@ func (r Reconnect) withDefaults() Reconnect {
 	}
 	if r.Waiting == 0 {
 		r.Waiting = defaultReconnectWaiting
+	}
+	if r.Linger == 0 {
+		r.Linger = 30 * time.Second
 	}
 	if r.Rand == nil {
 		r.Rand = rand.Int64N

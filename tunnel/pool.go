@@ -268,7 +268,10 @@ func (p *Pool) pickLocked() *member {
 }
 
 func (p *Pool) releaseLocked(m *member) {
-	m.inUse--
+	if m.inUse--; m.inUse == 0 {
+		m.idleSince = time.Now()
+		m.sp.poke() // reap may be due later
+	}
 	m.answerIfIdleLocked()
 	p.signalLocked() // a stream slot is free
 }
@@ -371,6 +374,10 @@ type member struct {
 	inUse    int           // handed out by Open and not yet released
 	answered bool          // our GoAway in answer to the server's is due or sent
 	idle     chan struct{} // tells the watcher to send that GoAway
+	// idleSince is when inUse last dropped to zero (or the session came
+	// up): a session beyond the floor idle for Reconnect.Linger is let go.
+	idleSince time.Time
+	reaped    bool // drained by reap, not by the server
 }
 
 func (m *member) usable() bool { return !m.draining && !m.s.IsClosed() }
@@ -419,7 +426,9 @@ func (p *Pool) ended(m *member) {
 	delete(p.bySession, s)
 	closing := p.closed
 	if !closing {
-		sp.lostLocked(time.Now(), s)
+		if !m.reaped { // a session let go for idleness is no loss
+			sp.lostLocked(time.Now(), s)
+		}
 		p.signalLocked()
 	}
 	draining := m.draining

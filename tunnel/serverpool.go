@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/bits"
 	"time"
@@ -44,14 +45,23 @@ func (sp *serverPool) run(ctx context.Context) {
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		wait, need := sp.next(time.Now())
+		now := time.Now()
+		wait, need := sp.next(now)
 		if need && wait <= 0 {
 			sp.dial(ctx)
 			continue
 		}
+		reap := sp.reap(now)
 		var fire <-chan time.Time
-		if need {
+		switch {
+		case need && reap > 0:
+			timer.Reset(min(wait, reap))
+		case need:
 			timer.Reset(wait)
+		case reap > 0:
+			timer.Reset(reap)
+		}
+		if need || reap > 0 {
 			fire = timer.C
 		}
 		select {
@@ -106,6 +116,42 @@ func (sp *serverPool) usableLocked() int {
 		}
 	}
 	return n
+}
+
+// errIdleExtra is why reap drains a session.
+var errIdleExtra = errors.New("idle beyond the pool's floor of sessions")
+
+// reap drains sessions beyond the floor that have carried no stream for
+// Reconnect.Linger: they were dialled for a burst (every session at its stream
+// cap) and would otherwise stay open for good. Draining answers with our
+// GoAway at once, so the server closes them. It returns how long until the
+// next one may be due; 0 if no session beyond the floor is idle.
+func (sp *serverPool) reap(now time.Time) time.Duration {
+	p := sp.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	extra := sp.usableLocked() - p.size()
+	var next time.Duration
+	for _, m := range sp.members {
+		if extra <= 0 {
+			break
+		}
+		if !m.usable() || m.inUse > 0 || m.opening > 0 {
+			continue
+		}
+		if left := m.idleSince.Add(sp.rc.Linger).Sub(now); left > 0 {
+			if next == 0 || left < next {
+				next = left
+			}
+			continue
+		}
+		redial := sp.redial
+		m.reaped = true
+		p.drainingLocked(m, errIdleExtra)
+		sp.redial = redial // no replacement is due: the floor is still met
+		extra--
+	}
+	return next
 }
 
 // roomLocked reports whether some usable session is below its stream cap.
@@ -191,7 +237,7 @@ func (sp *serverPool) dial(ctx context.Context) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := &member{s: s, sp: sp, idle: make(chan struct{}, 1)}
+	m := &member{s: s, sp: sp, idle: make(chan struct{}, 1), idleSince: time.Now()}
 	sp.members = append(sp.members, m)
 	p.bySession[s] = m
 	p.wg.Add(1)
