@@ -96,18 +96,7 @@ func TestPgbenchDirect(t *testing.T) {
 	t.Logf("\n%s%s", progress.String(), renderTable(res))
 }
 
-func TestParsePgbench(t *testing.T) {
-	// pgbench 15.18.
-	out := `number of transactions actually processed: 513
-number of failed transactions: 2 (0.388%)
-tps = 255.044461 (including reconnection times)
-`
-	if r, err := parsePgbench(out); err != nil || r != (pgbenchResult{processed: 513, failed: 2, tps: 255.044461}) {
-		t.Errorf("parsePgbench: %+v, %v", r, err)
-	}
-	if _, err := parsePgbench("pgbench: error: connection to server failed\n"); err == nil {
-		t.Error("parsePgbench of an error: no error")
-	}
+func TestParsePostgresLog(t *testing.T) {
 	for line, want := range map[string][3]string{
 		"2026-11-30 08:18:22.910 UTC [29072] LOG:  database system is ready to accept connections": {"INFO", "database system is ready to accept connections", "ok"},
 		"2026-11-30 08:18:23.001 UTC [29080] FATAL:  role \"x\" does not exist":                    {"ERROR", "role \"x\" does not exist", ""},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mtunnel/mtunnel/bench/pgbench"
 	"io"
 	"net"
 	"os"
@@ -202,49 +203,20 @@ func (pg *postgres) runPgbench(c *contender, key string, connect bool, d time.Du
 		errs.add(fmt.Errorf("pgbench %s: %w: %s", strings.Join(args, " "), err, lastLines(out, 3)))
 		return nil
 	}
-	r, err := parsePgbench(string(out))
-	if err == nil && r.failed > 0 {
-		err = fmt.Errorf("%d of %d transactions failed", r.failed, r.failed+r.processed)
+	r, err := pgbench.Parse(string(out))
+	if err == nil && r.Failed > 0 {
+		err = fmt.Errorf("%d of %d transactions failed", r.Failed, r.Failed+r.Processed)
 	}
 	if err != nil {
 		errs.add(fmt.Errorf("pgbench %s: %w", strings.Join(args, " "), err))
 		return nil
 	}
-	return map[string]float64{key: r.tps}
+	return map[string]float64{key: r.TPS}
 }
 
 func lastLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], " / ")
-}
-
-// pgbenchResult is what a pgbench run reports.
-type pgbenchResult struct {
-	processed, failed int
-	tps               float64
-}
-
-var (
-	pgbenchProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
-	pgbenchFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
-	pgbenchTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
-)
-
-// parsePgbench reads pgbench's summary. pgbench before PostgreSQL 15 does
-// not print failed transactions: it counts as none.
-func parsePgbench(out string) (pgbenchResult, error) {
-	var r pgbenchResult
-	m := pgbenchProcessed.FindStringSubmatch(out)
-	t := pgbenchTPS.FindStringSubmatch(out)
-	if m == nil || t == nil {
-		return r, errors.New("no transaction count or tps in pgbench's output")
-	}
-	r.processed, _ = strconv.Atoi(m[1])
-	r.tps, _ = strconv.ParseFloat(t[1], 64)
-	if f := pgbenchFailed.FindStringSubmatch(out); f != nil {
-		r.failed, _ = strconv.Atoi(f[1])
-	}
-	return r, nil
 }
 
 var postgresLevel = regexp.MustCompile(`\] (LOG|WARNING|ERROR|FATAL|PANIC):  (.*)$`)

@@ -11,7 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
+	"github.com/mtunnel/mtunnel/bench/pgbench"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -87,18 +87,19 @@ func checkPgbench(t *testing.T, app pgApp) {
 	} {
 		streams := app.server.count("stream ended", "route", "default", "result", "ok")
 		out := app.run(t, "pgbench", append([]string{"-T", "3", "-c", "4", "-j", "2"}, mode.args...)...)
-		r, err := parsePgbench(out)
+		r, err := pgbench.Parse(out)
 		if err != nil {
 			t.Fatalf("pgbench, %s: %v\n%s", mode.name, err, out)
 		}
-		if r.processed == 0 || r.failed != 0 || !(r.tps > 0) {
-			t.Fatalf("pgbench, %s: %d transactions, %d failed, %v tps; want some, none failed\n%s",
-				mode.name, r.processed, r.failed, r.tps, out)
+		// pgbench 15 reports failures; no line would not mean none failed.
+		if r.Processed == 0 || !r.FailedReported || r.Failed != 0 || !(r.TPS > 0) {
+			t.Fatalf("pgbench, %s: %d transactions, %d failed (reported: %v), %v tps; want some, none failed\n%s",
+				mode.name, r.Processed, r.Failed, r.FailedReported, r.TPS, out)
 		}
 		if slices.Contains(mode.args, "-C") {
-			app.server.waitLogN(t, streams+r.processed, "stream ended", "route", "default", "result", "ok")
+			app.server.waitLogN(t, streams+r.Processed, "stream ended", "route", "default", "result", "ok")
 		}
-		t.Logf("pgbench through the tunnel, %s: %d transactions, %.0f tps", mode.name, r.processed, r.tps)
+		t.Logf("pgbench through the tunnel, %s: %d transactions, %.0f tps", mode.name, r.Processed, r.TPS)
 	}
 }
 
@@ -113,41 +114,6 @@ func (a pgApp) run(t *testing.T, tool string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s%s", tool, strings.Join(args, " "), err, out, a.agentOutput())
 	}
 	return string(out)
-}
-
-// pgbenchResult is what a pgbench run reports.
-type pgbenchResult struct {
-	processed, failed int
-	tps               float64
-}
-
-var (
-	pgbenchProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
-	pgbenchFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
-	pgbenchTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
-)
-
-// parsePgbench reads pgbench's summary (PostgreSQL 15 and later print the
-// failed transactions).
-func parsePgbench(out string) (pgbenchResult, error) {
-	var r pgbenchResult
-	for _, f := range []struct {
-		re   *regexp.Regexp
-		into func(string) error
-	}{
-		{pgbenchProcessed, func(s string) (err error) { r.processed, err = strconv.Atoi(s); return err }},
-		{pgbenchFailed, func(s string) (err error) { r.failed, err = strconv.Atoi(s); return err }},
-		{pgbenchTPS, func(s string) (err error) { r.tps, err = strconv.ParseFloat(s, 64); return err }},
-	} {
-		m := f.re.FindStringSubmatch(out)
-		if m == nil {
-			return r, fmt.Errorf("no line matching %q", f.re)
-		}
-		if err := f.into(m[1]); err != nil {
-			return r, err
-		}
-	}
-	return r, nil
 }
 
 // Messages with which libpq and psql report a connection that broke.
@@ -315,22 +281,8 @@ func parseRedisBenchmark(out string) (map[string]float64, error) {
 	return rps, nil
 }
 
-func TestParseBenchmarkOutput(t *testing.T) {
-	// As printed by pgbench 15.18 and redis-benchmark 7.0.15.
-	pgOut := `pgbench (15.18 (Debian 15.18-0+deb12u1))
-transaction type: <builtin: TPC-B (sort of)>
-number of transactions actually processed: 513
-number of failed transactions: 0 (0.000%)
-latency average = 15.684 ms
-tps = 255.044461 (including reconnection times)
-`
-	if r, err := parsePgbench(pgOut); err != nil || r != (pgbenchResult{processed: 513, tps: 255.044461}) {
-		t.Errorf("parsePgbench: %+v, %v", r, err)
-	}
-	// pgbench before 15 says nothing of failures: that is not "no failures".
-	if _, err := parsePgbench(strings.Replace(pgOut, "number of failed transactions: 0 (0.000%)\n", "", 1)); err == nil {
-		t.Error("parsePgbench without a failed-transactions line: no error")
-	}
+func TestParseRedisBenchmark(t *testing.T) {
+	// As printed by redis-benchmark 7.0.15.
 	redisOut := "SET: rps=0.0 (overall: 33000.0) avg_msec=0.111 (overall: 0.111)\r" +
 		"                    \rSET: 100000.00 requests per second, p50=0.063 msec\n" +
 		"GET: 105263.16 requests per second, p50=0.055 msec\n\n"
