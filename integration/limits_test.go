@@ -18,20 +18,7 @@ func TestMaxStreamsPerSession(t *testing.T) {
 	checkLeaks(t)
 	// All streams on one session (echoWorld's client keeps one).
 	w, local := echoWorld(t, func(c *server.Config) { c.Session = tunnel.SessionConfig{MaxStreams: 2} }, nil)
-	var open []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", local)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		c.Write([]byte("hi"))
-		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
-			t.Fatal(err)
-		}
-		open = append(open, c)
-	}
+	open := []net.Conn{connectedApp(t, local), connectedApp(t, local)}
 	expectReset(t, local)
 	w.logs.waitFor(t, "unavailable", msgAttr("stream rejected", "agent", "server", "result", "unavailable"))
 	for _, c := range open {
@@ -53,17 +40,8 @@ func TestPoolGrowsPastFullSessions(t *testing.T) {
 	}, func(w *world, c *client.Config) {
 		c.Session = capped
 	})
-	for i := range 5 {
-		c, err := net.Dial("tcp", local)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		c.Write([]byte("hi"))
-		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
-			t.Fatalf("connection %d: %v\n%s", i+1, err, w.logs.dump())
-		}
+	for range 5 {
+		connectedApp(t, local) // held open until the test ends
 	}
 	if n := w.logs.count(msgAttr("session established", "agent", "client")); n != 3 {
 		t.Errorf("client established %d sessions for 5 streams at 2 per session, want 3", n)
