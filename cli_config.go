@@ -280,7 +280,12 @@ func sessionFlags(c *cli.Context) (tunnel.SessionConfig, error) {
 	if err != nil || budget <= 0 {
 		return tunnel.SessionConfig{}, configErrorf("--session-memory %q: want a size like 1GiB", c.String("session-memory"))
 	}
+	rb, err := recvBufferFlag(c.String("tunnel-recv-buffer"))
+	if err != nil {
+		return tunnel.SessionConfig{}, err
+	}
 	sc := tunnel.SessionConfig{
+		RecvBuffer:       rb,
 		StreamWindow:     uint32(w),
 		MemoryBudget:     budget,
 		MaxStreams:       c.Int("max-streams"),
@@ -293,6 +298,21 @@ func sessionFlags(c *cli.Context) (tunnel.SessionConfig, error) {
 		return tunnel.SessionConfig{}, configErrorf("--max-streams, --stream-window, --session-memory: %w", err)
 	}
 	return sc, nil
+}
+
+// recvBufferFlag reads --tunnel-recv-buffer: auto, kernel or a size.
+func recvBufferFlag(v string) (int64, error) {
+	switch v {
+	case "auto", "":
+		return 0, nil
+	case "kernel":
+		return tunnel.RecvBufferKernel, nil
+	}
+	n, err := parseSize(v)
+	if err != nil || n < 4<<10 || n > 1<<30 {
+		return 0, configErrorf("--tunnel-recv-buffer %q: want auto, kernel or a size from 4KiB to 1GiB, like 1MiB", v)
+	}
+	return n, nil
 }
 
 // parseSize parses a byte count with an optional KiB, MiB or GiB suffix.

@@ -631,6 +631,8 @@ func TestConfigErrors(t *testing.T) {
 		{"proxy_protocol v1 in the file", nil, append([]string{"server", "--config", badPP}, srvFlags...), []string{badPP + `: routes.pg.proxy_protocol "v1": want v2 or none`}},
 		{"--proxy-protocol bogus", nil, append([]string{"server", "--target", "db:1", "--allow-all", "--proxy-protocol", "yes"}, srvFlags...), []string{`--proxy-protocol "yes": want v2 or none`}},
 		{"--proxy-protocol without target", nil, append([]string{"server", "--config", routesOnly, "--proxy-protocol", "v2"}, srvFlags...), []string{"--proxy-protocol", "give --target too"}},
+		{"--tunnel-recv-buffer tiny", nil, slices.Concat([]string{"server", "--target", "db:1", "--allow-all", "--tunnel-recv-buffer", "1KiB"}, srvFlags), []string{`--tunnel-recv-buffer "1KiB": want auto, kernel or a size`}},
+		{"bad tunnel recv buffer in env", map[string]string{"MTUNNEL_TUNNEL_RECV_BUFFER": "big"}, slices.Concat([]string{"client", "--listen", "127.0.0.1:0", "--server", "a:1"}, cliFlags), []string{`--tunnel-recv-buffer "big"`}},
 		{"client certificate as server", nil, append([]string{"server", "--target", "db:1", "--allow-all"}, cliFlags...), []string{"--cert"}},
 	}
 	for _, tt := range tests {
@@ -678,6 +680,14 @@ func TestTLSMinVersion(t *testing.T) {
 			t.Errorf("--tls-min %q: %v", tt.value, err)
 		} else if cfg.TLS.MinVersion != tt.want {
 			t.Errorf("--tls-min %q: MinVersion = %s, want %s", tt.value, tls.VersionName(cfg.TLS.MinVersion), tls.VersionName(tt.want))
+		}
+	}
+}
+
+func TestRecvBufferFlag(t *testing.T) {
+	for v, want := range map[string]int64{"auto": 0, "kernel": tunnel.RecvBufferKernel, "1MiB": 1 << 20, "65536": 65536} {
+		if got, err := recvBufferFlag(v); err != nil || got != want {
+			t.Errorf("recvBufferFlag(%q) = %d, %v; want %d", v, got, err, want)
 		}
 	}
 }

@@ -230,7 +230,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.cfg.Metrics.SessionUp(setup)
-	log.Info("session established")
+	log.Info("session established", "recv_buffer", sess.RecvBuffer)
 	s.guard.Add(sess)
 	s.wg.Add(1)
 	go func() {

@@ -142,6 +142,12 @@ func TestClassifyEnd(t *testing.T) {
 // tlsSessions dials a real mTLS session and returns both ends.
 func tlsSessions(t *testing.T) (client, server *Session) {
 	t.Helper()
+	return tlsSessionsWith(t, SessionConfig{})
+}
+
+// tlsSessionsWith is tlsSessions with sc on both ends.
+func tlsSessionsWith(t *testing.T, sc SessionConfig) (client, server *Session) {
+	t.Helper()
 	ca := certstest.New(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +164,7 @@ func tlsSessions(t *testing.T) (client, server *Session) {
 		if err != nil {
 			return
 		}
-		s, err := Accept(context.Background(), raw, srvPolicy.ServerConfig(), SessionConfig{}, 0)
+		s, err := Accept(context.Background(), raw, srvPolicy.ServerConfig(), sc, 0)
 		if err == nil {
 			accepted <- s
 		}
@@ -166,7 +172,7 @@ func tlsSessions(t *testing.T) (client, server *Session) {
 	cliPolicy := &TLSPolicy{ServerName: "localhost", Credentials: func() *Credentials {
 		return &Credentials{Certificate: ca.Client(t, "app"), Roots: ca.Pool()}
 	}}
-	d := &Dialer{Address: ln.Addr().String(), TLS: cliPolicy.ClientConfig()}
+	d := &Dialer{Address: ln.Addr().String(), TLS: cliPolicy.ClientConfig(), Session: sc}
 	client, err = d.Dial(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,14 @@
 package tunnel
 
 import (
+	"math"
 	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,3 +75,63 @@ func tcpClosed(c net.Conn) bool {
 	})
 	return closed
 }
+
+// sizeRecvBuffer sets the tunnel socket's SO_RCVBUF as SessionConfig.
+// RecvBuffer says, once the handshake has given the kernel an RTT
+// estimate, and returns the size set (0: autotuning stays).
+func sizeRecvBuffer(c net.Conn, want int64) int64 {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || want == RecvBufferKernel {
+		return 0
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var set int64
+	raw.Control(func(fd uintptr) {
+		size := want
+		if size == 0 {
+			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil {
+				return
+			}
+			size = autoRecvBuffer(time.Duration(info.Rtt)*time.Microsecond, rmemMax())
+		}
+		if size > 0 && syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, int(min(size, math.MaxInt32))) == nil {
+			set = size
+		}
+	})
+	return set
+}
+
+// Auto receive buffer sizing (SessionConfig.RecvBuffer 0).
+const (
+	autoRecvFloor = 256 << 10
+	autoRecvMax   = 8 << 20
+	autoRecvRate  = 1.25e9 // bytes/s: 10 Gbit/s
+)
+
+// autoRecvBuffer is the SO_RCVBUF for a path with this RTT: room for twice
+// its bandwidth-delay product at autoRecvRate, at least autoRecvFloor, at
+// most rmemMax (the kernel would cap it silently). It is 0 (leave
+// autotuning) when twice the bandwidth-delay product is more than
+// autoRecvMax or rmemMax allow, so that a long path is never throttled.
+func autoRecvBuffer(rtt time.Duration, rmemMax int64) int64 {
+	need := int64(2 * rtt.Seconds() * autoRecvRate)
+	if need > min(autoRecvMax, rmemMax) {
+		return 0
+	}
+	return min(max(autoRecvFloor, need), rmemMax)
+}
+
+// rmemMax is net.core.rmem_max, the most SO_RCVBUF an unprivileged
+// process gets; 0 if it cannot be read.
+var rmemMax = sync.OnceValue(func() int64 {
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+})

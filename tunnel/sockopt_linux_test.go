@@ -1,11 +1,13 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,5 +70,71 @@ func waitPoll(t *testing.T, c *net.TCPConn, events int16) {
 	})
 	if err != nil || n == 0 {
 		t.Fatalf("poll: %d ready, %v", n, err)
+	}
+}
+
+func TestAutoRecvBuffer(t *testing.T) {
+	for _, c := range []struct {
+		rtt     time.Duration
+		rmemMax int64
+		want    int64
+	}{
+		{20 * time.Microsecond, 4 << 20, 256 << 10},  // loopback: the floor
+		{500 * time.Microsecond, 4 << 20, 1_250_000}, // a LAN: 2 x BDP at 10 Gbit/s
+		{2 * time.Millisecond, 4 << 20, 0},           // 5 MB needed, more than rmem_max: autotuning
+		{2 * time.Millisecond, 64 << 20, 5_000_000},  // allowed by a raised rmem_max
+		{10 * time.Millisecond, 64 << 20, 0},         // beyond autoRecvMax: autotuning
+		{20 * time.Microsecond, 212992, 212992},      // Debian's default rmem_max caps the floor
+		{100 * time.Microsecond, 212992, 0},          // 250 KB needed > rmem_max: autotuning
+		{20 * time.Microsecond, 0, 0},                // rmem_max unknown
+	} {
+		if got := autoRecvBuffer(c.rtt, c.rmemMax); got != c.want {
+			t.Errorf("autoRecvBuffer(%v, %d) = %d, want %d", c.rtt, c.rmemMax, got, c.want)
+		}
+	}
+}
+
+// rcvbuf reads the socket's SO_RCVBUF, which Linux reports doubled.
+func rcvbuf(t *testing.T, c net.Conn) int {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var gerr error
+	raw.Control(func(fd uintptr) { n, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return n
+}
+
+// The sizes reach both ends' real sockets after the handshake.
+func TestSessionRecvBuffer(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		set  int64
+		want func(*Session) bool
+	}{
+		// Loopback's RTT is microseconds: at least the floor (or all that
+		// rmem_max allows), never autotuning.
+		{"auto", 0, func(s *Session) bool { return s.RecvBuffer >= min(autoRecvFloor, rmemMax()) && s.RecvBuffer > 0 }},
+		// Under Debian's default rmem_max (208 KiB), so never capped.
+		{"fixed", 64 << 10, func(s *Session) bool { return s.RecvBuffer == 64<<10 }},
+		{"kernel", RecvBufferKernel, func(s *Session) bool { return s.RecvBuffer == 0 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			client, server := tlsSessionsWith(t, SessionConfig{RecvBuffer: c.set})
+			for _, s := range []*Session{client, server} {
+				if !c.want(s) {
+					t.Fatalf("RecvBuffer = %d", s.RecvBuffer)
+				}
+				got := rcvbuf(t, s.conn.Conn.(*tls.Conn).NetConn().(*batchConn).Conn)
+				if s.RecvBuffer > 0 && got != 2*int(s.RecvBuffer) {
+					t.Errorf("SO_RCVBUF = %d, want 2 x %d", got, s.RecvBuffer)
+				}
+			}
+		})
 	}
 }
