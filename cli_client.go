@@ -57,6 +57,9 @@ func clientCommand() *cli.Command {
 			}
 			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
+			if c.Int("gomaxprocs") == 0 {
+				defer startProcsTuner(c.Context, log, 250*time.Millisecond)()
+			}
 			wait := tl.start(c.Context, c, cl.Recheck)
 			defer wait()
 			defer notifyLifecycle(c.Context, log, fmt.Sprintf("listening on %v", addrs))()

@@ -38,7 +38,7 @@ func tlsFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "keepalive", Usage: "ping the peer after this long without hearing from it", DefaultText: "10s", EnvVars: env("KEEPALIVE")},
 		&cli.DurationFlag{Name: "keepalive-timeout", Usage: "then close the session if nothing arrives for this much longer: a vanished peer is found within keepalive + timeout", DefaultText: "15s", EnvVars: env("KEEPALIVE_TIMEOUT")},
 		&cli.DurationFlag{Name: "max-lifetime", Usage: "replace a session after this long so that peers authenticate again", DefaultText: "0: only before the peer certificate expires", EnvVars: env("MAX_LIFETIME")},
-		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once (0: one per CPU); 1 often costs less CPU per byte on a busy small host", EnvVars: env("GOMAXPROCS")},
+		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once; 0: adaptive, 1 while the agent needs less than about a core (lower latency per message) and one per CPU above that", DefaultText: "0", EnvVars: env("GOMAXPROCS")},
 	)
 }
 
@@ -89,6 +89,9 @@ func serverCommand() *cli.Command {
 			}
 			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
+			if c.Int("gomaxprocs") == 0 {
+				defer startProcsTuner(c.Context, log, 250*time.Millisecond)()
+			}
 			wait := tl.start(c.Context, c, srv.Recheck)
 			defer wait()
 			defer notifyLifecycle(c.Context, log, "listening on "+addr.String())()
