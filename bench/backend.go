@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,10 +22,11 @@ const (
 // backend is the service every contender forwards to. It lives in the bench
 // process, so "direct" measures the load generator and backend alone.
 type backend struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	ln       net.Listener
+	accepted atomic.Int64 // connections accepted so far
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
 }
 
 func startBackend() (*backend, error) {
@@ -65,6 +67,7 @@ func (b *backend) accept() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		b.accepted.Add(1)
 		b.mu.Lock()
 		b.conns[c] = struct{}{}
 		b.mu.Unlock()

@@ -11,6 +11,72 @@ import (
 	"time"
 )
 
+// TestMain lets the test binary be the ping helper too: the bench starts
+// it with os.Executable.
+func TestMain(m *testing.M) {
+	if os.Getenv(pingHelperEnv) == "1" {
+		os.Exit(pingHelperMain())
+	}
+	os.Exit(m.Run())
+}
+
+// TestPingHelper pings the helper's echo server from the helper, then an
+// echo server that is not the helper's, which it must refuse to count.
+func TestPingHelper(t *testing.T) {
+	h, err := startPingHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtts, err := h.ping(h.echo, 2, 20, 20, time.Minute)
+	if err != nil || len(rtts) != 20 || !(rtts[0] > 0) {
+		t.Errorf("ping own echo server: %d round trips, first %v, err %v", len(rtts), rtts[:min(1, len(rtts))], err)
+	}
+	other, err := startBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.close()
+	if _, err := h.ping(other.addr(), 0, 5, 5, time.Minute); err == nil || !strings.Contains(err.Error(), "did not reach") {
+		t.Errorf("ping another echo server: err %v, want \"did not reach\"", err)
+	}
+	if err := h.close(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestHeadOfLineAgents runs head-of-line through mtunnel (built from this
+// module) and stunnel (if installed): each gets a second route to the ping
+// helper, which checks that the ping arrived there.
+func TestHeadOfLineAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds mtunnel and starts agents")
+	}
+	o, err := parseFlags([]string{"-contenders", "mtunnel,stunnel", "-rounds", "1", "-duration", "300ms",
+		"-pings", "200", "-workloads", "head"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	res, err := runBench(o, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) > 0 || len(res.Shutdown) > 0 {
+		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress.String())
+	}
+	for _, f := range res.Figures {
+		if !strings.HasPrefix(f.Key, "hol-") {
+			continue
+		}
+		for _, name := range res.Contenders {
+			if got := f.Samples[name]; len(got) != 1 || !(got[0] > 0) {
+				t.Errorf("%s %s: want one positive sample, got %v", name, f.Key, got)
+			}
+		}
+	}
+	t.Logf("\n%s", progress.String())
+}
+
 // TestRunDirect runs the whole measuring path but pgbench against direct
 // only (no processes to start) with tiny settings, writes the outputs and
 // checks that every figure direct can have came out positive.

@@ -16,11 +16,13 @@ import (
 
 // contender is one way from the load generator to the backend: addr is
 // where apps connect, agents are the processes in between (none for
-// direct).
+// direct). echoAddr, if the phase asked for it, is a second route through
+// the same agents to the ping helper's echo server (headOfLine).
 type contender struct {
-	name   string
-	addr   string
-	agents []*agent
+	name     string
+	addr     string
+	echoAddr string
+	agents   []*agent
 }
 
 func (c *contender) pids() []int {
@@ -80,12 +82,16 @@ func makePKI(bin, dir string) (pki, error) {
 type mtunnelSpec struct {
 	bin        string
 	pki        pki
-	sessions   int // --sessions on the client agent; 0: the binary's default
-	gomaxprocs int // GOMAXPROCS of each agent; 0: the runtime's default
+	dir        string // for the config files of a second route
+	sessions   int    // --sessions on the client agent; 0: the binary's default
+	gomaxprocs int    // GOMAXPROCS of each agent; 0: the runtime's default
 	flagOK     func(cmd, flag string) bool
 }
 
-func startMtunnel(name string, s mtunnelSpec, target string, logs *logStats) (*contender, error) {
+// startMtunnel starts a server agent forwarding route "default" to target
+// and a client agent offering it; with echo set, both also carry route
+// "echo" to echo.
+func startMtunnel(name string, s mtunnelSpec, target, echo string, logs *logStats) (*contender, error) {
 	// GOMAXPROCS goes as a flag if the binary has one, else through the
 	// variable the Go runtime reads.
 	var env, extra []string
@@ -97,6 +103,15 @@ func startMtunnel(name string, s mtunnelSpec, target string, logs *logStats) (*c
 	common := []string{s.bin, "--log-format", "json", "--log-level", "info"}
 	srvArgs := slices.Concat(common, []string{"server", "--listen", "127.0.0.1:0", "--cert", s.pki.serverCert,
 		"--key", s.pki.serverKey, "--ca", s.pki.ca, "--target", target, "--allow-cn", "app"}, extra)
+	cliRoutes := []string{"--listen", "127.0.0.1:0"}
+	if echo != "" {
+		srvConf, cliConf, err := writeEchoRoute(s.dir, name, echo)
+		if err != nil {
+			return nil, err
+		}
+		srvArgs = append(srvArgs, "--config", srvConf)
+		cliRoutes = []string{"--config", cliConf}
+	}
 	c := &contender{name: name}
 	srv, err := startAgent(name+" server", srvArgs, env, parseMtunnel, logs)
 	if err != nil {
@@ -108,8 +123,8 @@ func startMtunnel(name string, s mtunnelSpec, target string, logs *logStats) (*c
 		c.stop()
 		return nil, err
 	}
-	cliArgs := slices.Concat(common, []string{"client", "--listen", "127.0.0.1:0", "--server", srvAddr,
-		"--server-name", serverName, "--cert", s.pki.clientCert, "--key", s.pki.clientKey, "--ca", s.pki.ca}, extra)
+	cliArgs := slices.Concat(common, []string{"client", "--server", srvAddr, "--server-name", serverName,
+		"--cert", s.pki.clientCert, "--key", s.pki.clientKey, "--ca", s.pki.ca}, cliRoutes, extra)
 	if s.sessions > 0 && s.flagOK("client", "sessions") {
 		cliArgs = append(cliArgs, "--sessions", strconv.Itoa(s.sessions))
 	}
@@ -119,11 +134,37 @@ func startMtunnel(name string, s mtunnelSpec, target string, logs *logStats) (*c
 		return nil, err
 	}
 	c.agents = append(c.agents, cli)
+	// One "listening" line per route, in the config's order.
 	if c.addr, err = cli.waitReady(10 * time.Second); err != nil {
 		c.stop()
 		return nil, err
 	}
+	if echo != "" {
+		if c.echoAddr, err = cli.waitReady(10 * time.Second); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// writeEchoRoute writes the config files that add route "echo", to echo,
+// to the agents started with flags: the server's routes merge with its
+// --target ("default"); the client's list both routes, "default" first.
+func writeEchoRoute(dir, name, echo string) (srvConf, cliConf string, err error) {
+	srv := fmt.Sprintf("routes:\n  echo:\n    target: %s\n    allow:\n      - cn: app\n", echo)
+	cli := "routes:\n" +
+		"  - listen: 127.0.0.1:0\n    route: default\n" +
+		"  - listen: 127.0.0.1:0\n    route: echo\n"
+	srvConf = filepath.Join(dir, name+"-server.yaml")
+	cliConf = filepath.Join(dir, name+"-client.yaml")
+	if err := os.WriteFile(srvConf, []byte(srv), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(cliConf, []byte(cli), 0o600); err != nil {
+		return "", "", err
+	}
+	return srvConf, cliConf, nil
 }
 
 // flagChecker reports whether `bin CMD --help` lists --FLAG, so the bench
@@ -142,35 +183,53 @@ func flagChecker(bin string) func(cmd, flag string) bool {
 }
 
 // startStunnel runs a stunnel client and server in mutual TLS 1.3 with the
-// same certificates as mtunnel. stunnel takes port numbers, so ports are
+// same certificates as mtunnel: service "bench" to target and, with echo
+// set, service "echo" to echo. stunnel takes port numbers, so ports are
 // picked by binding :0 and closing; a lost race is retried.
-func startStunnel(bin, dir string, k pki, target string, logs *logStats) (*contender, error) {
+func startStunnel(bin, dir string, k pki, target, echo string, logs *logStats) (*contender, error) {
 	var err error
 	for range 5 {
 		var c *contender
-		if c, err = tryStunnel(bin, dir, k, target, logs); err == nil {
+		if c, err = tryStunnel(bin, dir, k, target, echo, logs); err == nil {
 			return c, nil
 		}
 	}
 	return nil, err
 }
 
-func tryStunnel(bin, dir string, k pki, target string, logs *logStats) (*contender, error) {
-	ports, err := freePorts(2)
+// stunnelService is one section of a stunnel config.
+type stunnelService struct {
+	name, accept, connect string
+}
+
+func tryStunnel(bin, dir string, k pki, target, echo string, logs *logStats) (*contender, error) {
+	srvSvcs := []stunnelService{{"bench", "", target}}
+	if echo != "" {
+		srvSvcs = append(srvSvcs, stunnelService{"echo", "", echo})
+	}
+	n := len(srvSvcs)
+	ports, err := freePorts(2 * n) // the server's accept ports, then the client's
 	if err != nil {
 		return nil, err
 	}
-	srvAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	cliAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
+	cliSvcs := make([]stunnelService, n)
+	for i := range srvSvcs {
+		srvSvcs[i].accept = "127.0.0.1:" + strconv.Itoa(ports[i])
+		cliSvcs[i] = stunnelService{srvSvcs[i].name, "127.0.0.1:" + strconv.Itoa(ports[n+i]), srvSvcs[i].accept}
+	}
 	// verify = 2: a peer certificate is required and its chain checked
 	// against CAfile; the client also checks the server's name.
-	srvConf := stunnelConf(false, srvAddr, target, k.serverCert, k.serverKey, k.ca, "verify = 2")
-	cliConf := stunnelConf(true, cliAddr, srvAddr, k.clientCert, k.clientKey, k.ca, "verify = 2\ncheckHost = "+serverName)
-	c := &contender{name: "stunnel", addr: cliAddr}
+	srvConf := stunnelConf(false, srvSvcs, k.serverCert, k.serverKey, k.ca, "verify = 2")
+	cliConf := stunnelConf(true, cliSvcs, k.clientCert, k.clientKey, k.ca, "verify = 2\ncheckHost = "+serverName)
+	c := &contender{name: "stunnel", addr: cliSvcs[0].accept}
+	if echo != "" {
+		c.echoAddr = cliSvcs[1].accept
+	}
 	for i, conf := range []string{srvConf, cliConf} {
 		role := []string{"server", "client"}[i]
 		path := filepath.Join(dir, "stunnel-"+role+".conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			c.stop()
 			return nil, err
 		}
 		a, err := startAgent("stunnel "+role, []string{bin, path}, nil, parseStunnel, logs)
@@ -183,20 +242,22 @@ func tryStunnel(bin, dir string, k pki, target string, logs *logStats) (*contend
 			c.stop()
 			return nil, err
 		}
-		// "Configuration successful" comes just before the bind: wait for
-		// the port to listen, or for the process to fail binding it.
-		if err := waitListening(a, []int{ports[0], ports[1]}[i]); err != nil {
-			c.stop()
-			return nil, err
+		// "Configuration successful" comes just before the binds: wait for
+		// the ports to listen, or for the process to fail binding one.
+		for _, port := range ports[i*n : (i+1)*n] {
+			if err := waitListening(a, port); err != nil {
+				c.stop()
+				return nil, err
+			}
 		}
 	}
 	return c, nil
 }
 
-func stunnelConf(client bool, accept, connect, cert, key, ca, verify string) string {
-	return fmt.Sprintf(`foreground = yes
-pid =
-[bench]
+func stunnelConf(client bool, services []stunnelService, cert, key, ca, verify string) string {
+	conf := "foreground = yes\npid =\n"
+	for _, s := range services {
+		conf += fmt.Sprintf(`[%s]
 client = %s
 accept = %s
 connect = %s
@@ -207,7 +268,9 @@ CAfile = %s
 sslVersionMin = TLSv1.3
 socket = l:TCP_NODELAY=1
 socket = r:TCP_NODELAY=1
-`, map[bool]string{true: "yes", false: "no"}[client], accept, connect, cert, key, ca, verify)
+`, s.name, map[bool]string{true: "yes", false: "no"}[client], s.accept, s.connect, cert, key, ca, verify)
+	}
+	return conf
 }
 
 // waitListening polls /proc/net/tcp for a listening socket on port until a

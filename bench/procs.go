@@ -17,16 +17,19 @@ import (
 )
 
 // agent is one child process of a contender (an mtunnel agent or stunnel).
-// Its stdout and stderr are read line by line: the first line that ready
-// matches is reported on readyc, and every line is counted in logs.
+// Its stdout and stderr are read line by line: the lines that ready
+// matches are reported on readyc (a client agent logs one per route; up to
+// readyMax wait there to be read), and every line is counted in logs.
 type agent struct {
 	name   string
 	cmd    *exec.Cmd
 	logs   *logStats
-	readyc chan string
+	readyc chan string   // buffered: readyMax
 	exited chan struct{} // closed once the process has exited and its output is read
 	err    error         // Wait's result, set before exited is closed
 }
+
+const readyMax = 4
 
 // lineParser classifies a log line: its level (INFO, WARN, ERROR...), a key
 // that groups similar lines, and, for the readiness line, a value.
@@ -58,7 +61,7 @@ func startCmd(name string, cmd *exec.Cmd, parse lineParser, logs *logStats) (*ag
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	w.Close()
-	a := &agent{name: name, cmd: cmd, logs: logs, readyc: make(chan string, 1), exited: make(chan struct{})}
+	a := &agent{name: name, cmd: cmd, logs: logs, readyc: make(chan string, readyMax), exited: make(chan struct{})}
 	go a.read(r, parse)
 	return a, nil
 }
@@ -66,13 +69,14 @@ func startCmd(name string, cmd *exec.Cmd, parse lineParser, logs *logStats) (*ag
 func (a *agent) read(r *os.File, parse lineParser) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	ready := false
 	for sc.Scan() {
 		level, key, val := parse(sc.Text())
 		a.logs.add(level, key, sc.Text())
-		if !ready && val != "" {
-			ready = true
-			a.readyc <- val
+		if val != "" {
+			select {
+			case a.readyc <- val:
+			default: // more than anyone waits for
+			}
 		}
 	}
 	r.Close()
@@ -80,8 +84,8 @@ func (a *agent) read(r *os.File, parse lineParser) {
 	close(a.exited)
 }
 
-// waitReady returns the readiness value, or an error if the process exits
-// or stays silent past timeout.
+// waitReady returns the next readiness value, or an error if the process
+// exits or stays silent past timeout.
 func (a *agent) waitReady(timeout time.Duration) (string, error) {
 	select {
 	case v := <-a.readyc:

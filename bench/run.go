@@ -64,11 +64,12 @@ func (r *results) add(contender, key string, v float64) {
 	}
 }
 
-// spec says how to start one contender for a round.
+// spec says how to start one contender for a round: forwarding to target
+// and, unless echo is "", on a second route to echo.
 type spec struct {
 	name  string
 	logs  *logStats
-	start func(target string) (*contender, error)
+	start func(target, echo string) (*contender, error)
 }
 
 type workload struct {
@@ -77,10 +78,12 @@ type workload struct {
 }
 
 // phase is a group of workloads run on the same freshly started
-// contenders, which forward to target. probe checks a contender's whole
-// path once before the workloads run.
+// contenders, which forward to target, and to echo on a second route if
+// echo is set. probe checks a contender's whole path once before the
+// workloads run.
 type phase struct {
 	target    string
+	echo      string
 	probe     func(*contender) error
 	workloads []workload
 }
@@ -95,29 +98,37 @@ func (o options) selects(name string) bool {
 // then dropping 10,000 connections leaves stunnel tearing down thousands of
 // threads for tens of seconds, which must not land in other figures. The
 // echo backend at backend serves all but pgbench, which runs against pg
-// (nil: not installed, no pgbench phase).
-func phases(o options, backend string, pg *postgres) []phase {
+// (nil: not installed, no pgbench phase). Head-of-line pings from the
+// helper ping through each contender's second route to ping's echo server
+// (ping is nil if head-of-line is not asked for).
+func phases(o options, backend string, pg *postgres, ping *pingHelper) []phase {
 	tput := func(name, key string, n int, mode byte) workload {
 		return workload{name, func(c *contender, e *errTally) map[string]float64 {
 			return throughput(c, key, n, mode, o.duration, e)
 		}}
 	}
+	echo := ""
+	if ping != nil {
+		echo = ping.echo
+	}
 	all := []phase{
-		{backend, probeEcho, []workload{
+		{backend, "", probeEcho, []workload{
 			{"idle memory", func(c *contender, e *errTally) map[string]float64 { return idleMemory(c, o.idle, o.burst, e) }},
 		}},
-		{backend, probeEcho, []workload{
+		{backend, echo, probeEcho, []workload{
 			{"connection rate", func(c *contender, e *errTally) map[string]float64 { return connRate(c, o.workers, o.duration, e) }},
 			{"round trip", func(c *contender, e *errTally) map[string]float64 { return latency(c.addr, o.pings, 60*time.Second, e) }},
 			tput("upload x1", "up-1", 1, modeSink),
 			tput("download x1", "down-1", 1, modeSource),
 			tput("upload x8", "up-8", 8, modeSink),
 			tput("download x8", "down-8", 8, modeSource),
-			{"head-of-line", func(c *contender, e *errTally) map[string]float64 { return headOfLine(c, o.pings, o.duration, e) }},
+			{"head-of-line", func(c *contender, e *errTally) map[string]float64 {
+				return headOfLine(c, ping, o.pings, o.duration, e)
+			}},
 		}},
 	}
 	if pg != nil {
-		all = append(all, phase{pg.addr, probePostgres, pgbenchWorkloads(o, pg)})
+		all = append(all, phase{pg.addr, "", probePostgres, pgbenchWorkloads(o, pg)})
 	}
 	var out []phase
 	for _, ph := range all {
@@ -187,7 +198,19 @@ func runBench(o options, progress io.Writer) (*results, error) {
 	if pg != nil {
 		defer pg.stop() // on the way out with an error; stopping twice is harmless
 	}
-	phs := phases(o, be.addr(), pg)
+	var ping *pingHelper
+	if o.selects("head-of-line") {
+		// Started before the contenders: their configs name its echo server.
+		if ping, err = startPingHelper(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := ping.close(); err != nil {
+				res.Shutdown = append(res.Shutdown, err.Error())
+			}
+		}()
+	}
+	phs := phases(o, be.addr(), pg, ping)
 	for round := range o.rounds {
 		if err := runRound(o, round, phs, specs, res, progress, begin); err != nil {
 			return nil, err
@@ -246,7 +269,7 @@ func runPhase(o options, round int, ph phase, specs []spec, res *results, progre
 		}
 	}()
 	for _, s := range specs {
-		c, err := s.start(ph.target)
+		c, err := s.start(ph.target, ph.echo)
 		if err != nil {
 			return fmt.Errorf("round %d: start %s: %w", round+1, s.name, err)
 		}
@@ -307,11 +330,11 @@ func prepare(o options, tmp string, progress io.Writer) ([]spec, map[string]any,
 	for _, name := range o.contenders {
 		switch name {
 		case "direct":
-			specs = append(specs, spec{name, newLogStats(), func(target string) (*contender, error) {
-				return &contender{name: "direct", addr: target}, nil
+			specs = append(specs, spec{name, newLogStats(), func(target, echo string) (*contender, error) {
+				return &contender{name: "direct", addr: target, echoAddr: echo}, nil
 			}})
 		case "mtunnel":
-			specs = append(specs, mtunnelSpecs(o, k)...)
+			specs = append(specs, mtunnelSpecs(o, k, tmp)...)
 		case "stunnel":
 			bin, err := exec.LookPath(o.stunnel)
 			if err != nil {
@@ -328,8 +351,8 @@ func prepare(o options, tmp string, progress io.Writer) ([]spec, map[string]any,
 				}
 			}
 			logs := newLogStats()
-			specs = append(specs, spec{"stunnel", logs, func(target string) (*contender, error) {
-				return startStunnel(bin, tmp, k, target, logs)
+			specs = append(specs, spec{"stunnel", logs, func(target, echo string) (*contender, error) {
+				return startStunnel(bin, tmp, k, target, echo, logs)
 			}})
 		default:
 			return nil, nil, fmt.Errorf("unknown contender %q: want direct, mtunnel or stunnel", name)
@@ -341,7 +364,7 @@ func prepare(o options, tmp string, progress io.Writer) ([]spec, map[string]any,
 	return specs, meta, nil
 }
 
-func mtunnelSpecs(o options, k pki) []spec {
+func mtunnelSpecs(o options, k pki, dir string) []spec {
 	procs := o.gomaxprocs
 	if len(procs) == 0 {
 		procs = []int{0}
@@ -353,10 +376,10 @@ func mtunnelSpecs(o options, k pki) []spec {
 		if len(procs) > 1 && p > 0 {
 			name += "-gmp" + strconv.Itoa(p)
 		}
-		s := mtunnelSpec{bin: o.mtunnel, pki: k, sessions: o.sessions, gomaxprocs: p, flagOK: check}
+		s := mtunnelSpec{bin: o.mtunnel, pki: k, dir: dir, sessions: o.sessions, gomaxprocs: p, flagOK: check}
 		logs := newLogStats()
-		specs = append(specs, spec{name, logs, func(target string) (*contender, error) {
-			return startMtunnel(name, s, target, logs)
+		specs = append(specs, spec{name, logs, func(target, echo string) (*contender, error) {
+			return startMtunnel(name, s, target, echo, logs)
 		}})
 	}
 	return specs
