@@ -3,6 +3,7 @@ package tunnel
 import (
 	"encoding/binary"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -42,16 +43,19 @@ type frameConn struct {
 	flush   func() error // after each complete frame; nil: nothing to flush
 
 	// Read side, used only by yamux's receive loop.
-	rhdr   [yamuxHeaderSize]byte
-	rn     int    // bytes of rhdr filled
-	rbody  uint32 // bytes of a data frame's body still to pass
-	goAway chan struct{}
-	gone   sync.Once     // closes goAway
-	reads  atomic.Uint64 // reads that returned data: the watchdog's proof of life
+	rhdr  [yamuxHeaderSize]byte
+	rn    int    // bytes of rhdr filled
+	rbody uint32 // bytes of a data frame's body still to pass
+	// unyielded counts bytes read since the last yield (Read).
+	unyielded int
+	yield     func() // runtime.Gosched; a test counts
+	goAway    chan struct{}
+	gone      sync.Once     // closes goAway
+	reads     atomic.Uint64 // reads that returned data: the watchdog's proof of life
 }
 
 func newFrameConn(c net.Conn) *frameConn {
-	return &frameConn{Conn: c, goAway: make(chan struct{})}
+	return &frameConn{Conn: c, goAway: make(chan struct{}), yield: runtime.Gosched}
 }
 
 // complete is called when a whole frame has been written.
@@ -146,14 +150,30 @@ func (c *frameConn) flushControl() error {
 // peer said so or because it retired itself.
 func (c *frameConn) stopStreams() { c.gone.Do(func() { close(c.goAway) }) }
 
+// readYield is how many bytes yamux's receive loop reads between two
+// yields of the processor (frameConn.Read).
+const readYield = 64 << 10
+
 // Read passes yamux's reads through, watches the frames go by for the
 // peer's GoAway, and counts reads that bring data, so the watchdog knows
 // the peer is alive without a clock read per call.
+//
+// It also yields the processor every readYield bytes. The receive loop
+// wakes each stream's reader as its data arrives, and Go runs a goroutine
+// woken that way only once the waker stops; a receive loop fed bulk data
+// never blocks, so an interactive stream's reader waited for its time
+// slice to end (up to 10 ms). In 6 interleaved pairs of head-of-line runs
+// the yield lowered the ping's median and p99 in 5 and did not lower
+// bulk throughput.
 func (c *frameConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.reads.Add(1)
 		c.scan(p[:n])
+		if c.unyielded += n; c.unyielded >= readYield {
+			c.unyielded %= readYield
+			c.yield()
+		}
 	}
 	return n, err
 }

@@ -117,3 +117,32 @@ func TestScanFollowsFrames(t *testing.T) {
 		}
 	}
 }
+
+// TestReadYields: the receive loop's reads yield the processor once per
+// readYield bytes, however the bytes are split into reads.
+func TestReadYields(t *testing.T) {
+	a, b := tcpPair(t)
+	c := newFrameConn(b)
+	yields := 0
+	c.yield = func() { yields++ }
+	const total = 10*readYield + 100
+	go func() {
+		a.Write(make([]byte, total)) // zeros: data frame headers of length 0
+		a.Close()
+	}()
+	buf := make([]byte, 7000) // reads of odd sizes
+	read := 0
+	for {
+		n, err := c.Read(buf)
+		read += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if read != total || yields != total/readYield {
+		t.Errorf("read %d bytes with %d yields, want %d and %d", read, yields, total, total/readYield)
+	}
+}
