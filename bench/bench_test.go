@@ -51,18 +51,10 @@ func TestHeadOfLineAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds mtunnel and starts agents")
 	}
-	o, err := parseFlags([]string{"-contenders", "mtunnel,stunnel", "-rounds", "1", "-duration", "300ms",
-		"-pings", "200", "-workloads", "head"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var progress strings.Builder
-	res, err := runBench(o, &progress)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, progress := benchRun(t, "-contenders", "mtunnel,stunnel", "-rounds", "1", "-duration", "300ms",
+		"-pings", "200", "-workloads", "head")
 	if len(res.Errors) > 0 || len(res.Shutdown) > 0 {
-		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress.String())
+		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress)
 	}
 	for _, f := range res.Figures {
 		if !strings.HasPrefix(f.Key, "hol-") {
@@ -74,24 +66,16 @@ func TestHeadOfLineAgents(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("\n%s", progress.String())
+	t.Logf("\n%s", progress)
 }
 
 // TestRunDirect runs the whole measuring path but pgbench against direct
 // only (no processes to start) with tiny settings, writes the outputs and
 // checks that every figure direct can have came out positive.
 func TestRunDirect(t *testing.T) {
-	o, err := parseFlags([]string{"-quick", "-contenders", "direct", "-rounds", "1", "-duration", "200ms",
+	res, progress := benchRun(t, "-quick", "-contenders", "direct", "-rounds", "1", "-duration", "200ms",
 		"-idle", "100", "-burst", "4096", "-pings", "200", "-workers", "4",
-		"-workloads", "idle,connection,round,upload,download,head"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var progress strings.Builder
-	res, err := runBench(o, &progress)
-	if err != nil {
-		t.Fatal(err)
-	}
+		"-workloads", "idle,connection,round,upload,download,head")
 	dir := t.TempDir()
 	if _, err := writeOutputs(res, renderTable(res), dir); err != nil {
 		t.Fatal(err)
@@ -120,8 +104,8 @@ func TestRunDirect(t *testing.T) {
 			t.Errorf("%s: want one positive sample, got %v", f.Key, got)
 		}
 	}
-	if !strings.Contains(progress.String(), "round 1/1  direct    head-of-line") {
-		t.Errorf("no progress line for the last step:\n%s", progress.String())
+	if !strings.Contains(progress, "round 1/1  direct    head-of-line") {
+		t.Errorf("no progress line for the last step:\n%s", progress)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "latest.svg")); err != nil {
 		t.Error(err)
@@ -138,17 +122,9 @@ func TestPgbenchDirect(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	o, err := parseFlags([]string{"-contenders", "direct", "-rounds", "1", "-duration", "1s", "-workloads", "pgbench"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var progress strings.Builder
-	res, err := runBench(o, &progress)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, progress := benchRun(t, "-contenders", "direct", "-rounds", "1", "-duration", "1s", "-workloads", "pgbench")
 	if len(res.Errors) > 0 || len(res.Shutdown) > 0 {
-		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress.String())
+		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress)
 	}
 	for _, f := range res.Figures {
 		got := f.Samples["direct"]
@@ -159,7 +135,7 @@ func TestPgbenchDirect(t *testing.T) {
 	if !strings.HasPrefix(fmt.Sprint(res.Meta["postgres"]), "postgres (PostgreSQL)") {
 		t.Errorf("meta postgres: %v", res.Meta["postgres"])
 	}
-	t.Logf("\n%s%s", progress.String(), renderTable(res))
+	t.Logf("\n%s%s", progress, renderTable(res))
 }
 
 func TestParsePostgresLog(t *testing.T) {
@@ -225,4 +201,20 @@ func TestReport(t *testing.T) {
 	if r := ratios(res, res.Figures[0]); len(r) != 2 || math.Abs(r[1].value-5) > 1e-9 {
 		t.Errorf("ratios: %+v", r)
 	}
+}
+
+// benchRun parses args as the bench's flags and runs it, keeping the
+// progress lines; it fails the test if the run cannot start.
+func benchRun(t *testing.T, args ...string) (*results, string) {
+	t.Helper()
+	o, err := parseFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	res, err := runBench(o, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, progress.String()
 }
