@@ -78,7 +78,7 @@ func tcpClosed(c net.Conn) bool {
 
 // sizeRecvBuffer sets the tunnel socket's SO_RCVBUF as SessionConfig.
 // RecvBuffer says, once the handshake has given the kernel an RTT
-// estimate, and returns the size set (0: autotuning stays).
+// estimate, and returns the size the kernel took (0: autotuning stays).
 func sizeRecvBuffer(c net.Conn, want int64) int64 {
 	tc, ok := c.(*net.TCPConn)
 	if !ok || want == RecvBufferKernel {
@@ -98,8 +98,14 @@ func sizeRecvBuffer(c net.Conn, want int64) int64 {
 			}
 			size = autoRecvBuffer(time.Duration(info.Rtt)*time.Microsecond, rmemMax())
 		}
-		if size > 0 && syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, int(min(size, math.MaxInt32))) == nil {
-			set = size
+		if size <= 0 || syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, int(min(size, math.MaxInt32))) != nil {
+			return
+		}
+		// What the kernel took: it caps the request at rmem_max and
+		// reports twice the size (the other half is for its bookkeeping).
+		set = size
+		if got, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err == nil {
+			set = int64(got / 2)
 		}
 	})
 	return set

@@ -131,8 +131,8 @@ func TestSessionRecvBuffer(t *testing.T) {
 					t.Fatalf("RecvBuffer = %d", s.RecvBuffer)
 				}
 				got := rcvbuf(t, s.conn.Conn.(*tls.Conn).NetConn().(*batchConn).Conn)
-				if s.RecvBuffer > 0 && got != 2*int(s.RecvBuffer) {
-					t.Errorf("SO_RCVBUF = %d, want 2 x %d", got, s.RecvBuffer)
+				if c.set > 0 && got != 2*int(c.set) {
+					t.Errorf("SO_RCVBUF = %d, want 2 x %d (Linux reports it doubled)", got, c.set)
 				}
 			}
 		})
