@@ -51,6 +51,18 @@ func (s *logSink) waitFor(t testing.TB, what string, match func(record) bool) re
 // waitForN blocks until n records satisfy match, and returns the nth.
 func (s *logSink) waitForN(t testing.TB, what string, n int, match func(record) bool) record {
 	t.Helper()
+	return s.waitForSum(t, what, n, func(r record) int {
+		if match(r) {
+			return 1
+		}
+		return 0
+	})
+}
+
+// waitForSum blocks until the records' weights add up to n, and returns
+// the record that made it.
+func (s *logSink) waitForSum(t testing.TB, what string, n int, weight func(record) int) record {
+	t.Helper()
 	deadline := time.NewTimer(20 * time.Second)
 	defer deadline.Stop()
 	seen := 0
@@ -60,8 +72,8 @@ func (s *logSink) waitForN(t testing.TB, what string, n int, match func(record) 
 		seen = len(s.records)
 		s.mu.Unlock()
 		for _, r := range recs {
-			if match(r) {
-				if n--; n == 0 {
+			if w := weight(r); w > 0 {
+				if n -= w; n <= 0 {
 					return r
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -42,6 +43,24 @@ func expectReset(t *testing.T, local string) {
 
 func handshakeFailed(reason tunnel.Reason) func(record) bool {
 	return msgAttr("handshake failed", "agent", "server", "reason", string(reason))
+}
+
+// handshakeFailures weighs the server's records for waitForSum: one for
+// each failed handshake with reason logged on its own line, and the count
+// of a line for those a flood left unlogged.
+func handshakeFailures(reason tunnel.Reason) func(record) int {
+	line := handshakeFailed(reason)
+	summary := msgAttr("handshake failures not logged", "agent", "server", "reason", string(reason))
+	return func(r record) int {
+		switch {
+		case line(r):
+			return 1
+		case summary(r):
+			n, _ := strconv.Atoi(r.attrs["count"])
+			return n
+		}
+		return 0
+	}
 }
 
 // Each case is refused with its own reason in the server's (or client's)

@@ -24,6 +24,7 @@ type Server struct {
 	ln    net.Listener
 	sem   chan struct{} // handshake slots
 	guard *tunnel.Guard // re-verifies open sessions
+	fails *failureLog   // failed handshakes, logged without flooding
 
 	mu        sync.Mutex
 	sessions  map[*tunnel.Session]*liveSession
@@ -55,6 +56,7 @@ func New(cfg Config) (*Server, error) {
 		sem:      make(chan struct{}, c.MaxHandshakes),
 		sessions: make(map[*tunnel.Session]*liveSession),
 		perPeer:  make(map[string]int),
+		fails:    &failureLog{log: c.Logger},
 	}
 	s.guard = &tunnel.Guard{
 		Verify:   s.cfg.TLS.VerifyClient,
@@ -161,6 +163,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	s.drain()
 	s.wg.Wait()
+	s.fails.flush() // what a flood left uncounted in the log, and its timer
 	s.mu.Lock()
 	s.stopped = true
 	s.mu.Unlock()
@@ -205,8 +208,8 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		cancel()
 		conn.Close()
 		if ctx.Err() == nil {
-			s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(),
-				"reason", tunnel.ReasonTimeout, "err", errNoHandshakeSlot)
+			s.cfg.Metrics.HandshakeFailed(tunnel.ReasonTimeout)
+			s.fails.failed(tunnel.ReasonTimeout, "remote", conn.RemoteAddr().String(), "err", errNoHandshakeSlot)
 		}
 		return
 	}
@@ -217,7 +220,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	if err != nil {
 		reason := tunnel.Classify(err)
 		s.cfg.Metrics.HandshakeFailed(reason)
-		s.log.Warn("handshake failed", "remote", conn.RemoteAddr().String(), "reason", reason, "err", err)
+		s.fails.failed(reason, "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
 	setup := time.Since(start)
