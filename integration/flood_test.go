@@ -468,10 +468,9 @@ func rawSession(t *testing.T, w *world, name string) *yamux.Session {
 // one session and never sends their headers. The server refuses each at
 // its header timeout, logs it, and gives its place under the cap back:
 // the same session then gets the cap's worth of streams served again.
-//
-// What it does not show: this client, stock yamux, never answers the
-// server's resets, so the server's yamux keeps those streams' records
-// until the session ends (see the comment on tunnel.Stream.Reset).
+// This client, stock yamux, never answers the server's resets; the server
+// drops the streams from its session anyway (tunnel.Stream.Reset, tested
+// in tunnel's TestResetDropsStreamLocally).
 func TestStreamsWithoutHeader(t *testing.T) {
 	checkLeaks(t)
 	const limit = 8

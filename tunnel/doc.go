@@ -90,7 +90,10 @@
 // either agent's copy loop fails (the app or the target reset its
 // connection, a write failed, a half-closed stream idled out), it resets its
 // local connection and the stream; the peer agent, seeing the stream reset,
-// resets its own connection and answers with a reset of its own, which
-// frees the stream on both sides. So a failure at one end reaches the other
-// as a reset, never as a clean end of truncated data.
+// resets its own connection and answers with a reset of its own. The
+// resetting side does not wait for that answer to free the stream: it
+// feeds its own yamux a reset for it too (frameConn.dropLocally), so a peer
+// that never answers cannot make it keep streams and their buffered data.
+// So a failure at one end reaches the other as a reset, never as a clean
+// end of truncated data.
 package tunnel

@@ -49,9 +49,13 @@ type frameConn struct {
 	// unyielded counts bytes read since the last yield (Read).
 	unyielded int
 	yield     func() // runtime.Gosched; a test counts
-	goAway    chan struct{}
-	gone      sync.Once     // closes goAway
-	reads     atomic.Uint64 // reads that returned data: the watchdog's proof of life
+	// Frames for yamux's reader from dropLocally, fed at a frame boundary.
+	imu          sync.Mutex
+	inject       []byte
+	pendingDrops atomic.Bool
+	goAway       chan struct{}
+	gone         sync.Once     // closes goAway
+	reads        atomic.Uint64 // reads that returned data: the watchdog's proof of life
 }
 
 func newFrameConn(c net.Conn) *frameConn {
@@ -122,6 +126,42 @@ func (c *frameConn) sendRST(id uint32) error {
 	return c.sendControl(h)
 }
 
+// dropLocally makes yamux drop stream id at once, as if the peer had reset
+// it: a reset frame for id is fed to yamux's reader at the next frame
+// boundary of what it reads (injected). yamux v0.1.2 keeps a stream we
+// reset, with what it has buffered, until the peer answers (stock yamux
+// never does), and has no call to drop it; a peer could so make the
+// session hold a window of data for each such stream. Frames the peer
+// sends for the stream afterwards find it gone, and yamux discards them.
+func (c *frameConn) dropLocally(id uint32) {
+	var h [yamuxHeaderSize]byte
+	h[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint32(h[4:8], id)
+	c.imu.Lock()
+	c.inject = append(c.inject, h[:]...)
+	c.pendingDrops.Store(true)
+	c.imu.Unlock()
+}
+
+// injected copies whole frames queued by dropLocally into p when what
+// yamux has read so far ends at a frame boundary, and returns how many
+// bytes; 0 if none are due (or p is too small for one).
+func (c *frameConn) injected(p []byte) int {
+	if !c.pendingDrops.Load() || c.rn != 0 || c.rbody != 0 || len(p) < yamuxHeaderSize {
+		return 0
+	}
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	n := copy(p[:len(p)/yamuxHeaderSize*yamuxHeaderSize], c.inject)
+	c.inject = c.inject[n:]
+	if len(c.inject) == 0 {
+		c.inject = nil
+		c.pendingDrops.Store(false)
+	}
+	return n
+}
+
 // sendGoAway sends a normal GoAway: the peer opens no more streams.
 func (c *frameConn) sendGoAway() error {
 	var h [yamuxHeaderSize]byte
@@ -166,6 +206,9 @@ const readYield = 64 << 10
 // the yield lowered the ping's median and p99 in 5 and did not lower
 // bulk throughput.
 func (c *frameConn) Read(p []byte) (int, error) {
+	if n := c.injected(p); n > 0 {
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.reads.Add(1)

@@ -146,3 +146,63 @@ func TestReadYields(t *testing.T) {
 		t.Errorf("read %d bytes with %d yields, want %d and %d", read, yields, total, total/readYield)
 	}
 }
+
+// TestResetDropsStreamLocally: a peer that never answers our reset (stock
+// yamux) no longer leaves the stream, and what it buffered, in our yamux
+// session until the session ends; data it sends afterwards is discarded.
+func TestResetDropsStreamLocally(t *testing.T) {
+	a, b := tcpPair(t)
+	cfg := SessionConfig{}.yamux()
+	peer, err := yamux.Client(a, cfg) // stock: answers no reset
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb := newFrameConn(b)
+	ys, err := yamux.Server(fb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close(); ys.Close() })
+	server := &Session{Session: ys, conn: fb}
+	ps, err := peer.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.Write(make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(st, make([]byte, 10)); err != nil { // the rest stays buffered
+		t.Fatal(err)
+	}
+	st.Reset()
+	// The drop reaches yamux with the next frames it reads: after two
+	// round trips the first ping's answer has been read, then the drop.
+	for range 2 {
+		if _, err := peer.Ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := server.NumStreams(); n != 0 {
+		t.Fatalf("%d streams in the server's session after it reset the only one; want it dropped", n)
+	}
+	// The peer's stream was reset by our RST; a new stream still works.
+	ps2, err := peer.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps2.Write([]byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(st2, got); err != nil || string(got) != "again" {
+		t.Fatalf("a new stream after the drop read %q, %v", got, err)
+	}
+}

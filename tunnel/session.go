@@ -273,14 +273,14 @@ func (s *Session) wakeStreams() {
 
 // Reset ends the stream abruptly: the peer sees ErrConnectionReset, so its
 // side of the connection is reset too, rather than closed as if all data
-// had been sent. It also closes the stream locally; the peer's own reset
-// in answer frees it. A peer that never answers (stock yamux does not;
-// mtunnel agents do) leaves the stream in yamux's map, with what it had
-// buffered, until the session ends: yamux v0.1.2 has no way to drop a
-// stream locally (TestStreamsWithoutHeader in integration/).
+// had been sent. The stream is also dropped locally at once
+// (frameConn.dropLocally), without waiting for the peer to answer: a peer
+// that never does (stock yamux) would otherwise leave it in yamux's map,
+// with what it had buffered, until the session ends.
 func (s *Stream) Reset() {
 	if s.conn != nil {
 		s.conn.sendRST(s.StreamID())
+		s.conn.dropLocally(s.StreamID())
 	}
 	s.Stream.Close()
 	s.done()
