@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"syscall"
 	"time"
 )
 
@@ -107,7 +106,7 @@ func startPingHelper() (*pingHelper, error) {
 	cmd.Env = append(os.Environ(), pingHelperEnv+"=1")
 	cmd.Stderr = os.Stderr
 	// It dies with the bench, as the agents do (startCmd).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	dieWithBench(cmd)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -49,12 +49,7 @@ func startCmd(name string, cmd *exec.Cmd, parse lineParser, logs *logStats) (*ag
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = w, w
-	// The agents die with the bench, even if it is killed. (Go sets this
-	// after switching to cmd's user, which would otherwise clear it.)
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	dieWithBench(cmd)
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
