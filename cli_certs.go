@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -345,9 +346,11 @@ func certsRevokeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "revoke",
 		Usage:     "record in DIR/index.txt that a certificate the CA in DIR issued is revoked",
-		UsageText: "mtunnel certs revoke --dir DIR --cert FILE [--reason REASON]",
+		UsageText: "mtunnel certs revoke --dir DIR --cert FILE [--reason REASON] [--ca-name INTERMEDIATE]",
 		Description: "Revocation takes effect for agents once the CRL is regenerated (mtunnel certs crl)\n" +
-			"and loaded with --crl. REASON is an RFC 5280 reason: unspecified, keyCompromise,\n" +
+			"and loaded with --crl. A certificate an intermediate CA issued is revoked with\n" +
+			"--ca-name INTERMEDIATE, recorded in DIR/INTERMEDIATE.index.txt, and listed in that\n" +
+			"intermediate's own CRL. REASON is an RFC 5280 reason: unspecified, keyCompromise,\n" +
 			"CACompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold,\n" +
 			"privilegeWithdrawn or AACompromise.",
 		Flags: []cli.Flag{
@@ -356,6 +359,7 @@ func certsRevokeCommand() *cli.Command {
 			// variable, and revoking it by accident cannot be undone.
 			&cli.StringFlag{Name: "cert", Usage: "certificate `FILE` to revoke (its first certificate)", EnvVars: []string{"MTUNNEL_REVOKE_CERT"}},
 			&cli.StringFlag{Name: "reason", Value: "unspecified", Usage: "revocation `REASON`", EnvVars: []string{"MTUNNEL_REASON"}},
+			certsCANameFlag("revoke a certificate the intermediate CA DIR/`INTERMEDIATE`.crt issued"),
 		},
 		OnUsageError: certsOnUsageError,
 		Action:       certsRevoke,
@@ -377,18 +381,21 @@ func certsRevoke(c *cli.Context) error {
 	if certs.ReasonName(reason) == "removeFromCRL" {
 		return certsUsage(c, "--reason removeFromCRL only has a meaning in delta CRLs, which mtunnel does not issue")
 	}
-	ca, err := certs.LoadCA(dir)
+	ca, files, err := certsRevocationCA(c, dir, "revoke")
 	if err != nil {
-		return fmt.Errorf("certs revoke: %w", err)
+		return err
 	}
 	cert, err := certsReadFirst(file)
 	if err != nil {
 		return fmt.Errorf("certs revoke: %w", err)
 	}
 	if err := ca.CheckIssued(cert); err != nil {
-		return fmt.Errorf("certs revoke: %s: %w; only certificates issued by the CA in %s can be revoked there", file, err, dir)
+		if name := certsIssuingIntermediate(dir, cert); name != "" && c.String("ca-name") != name {
+			return fmt.Errorf("certs revoke: %s was issued by the intermediate CA %s.crt: add --ca-name %s", file, name, name)
+		}
+		return fmt.Errorf("certs revoke: %s: %w; only certificates issued by %q can be revoked with it", file, err, certs.Identity(ca.Cert))
 	}
-	index := certs.IndexFile(dir)
+	index := files.Index
 	w := c.App.Writer
 	if e, ok, err := certsIndexEntry(index, cert); err != nil {
 		return fmt.Errorf("certs revoke: %w", err)
@@ -402,8 +409,59 @@ func certsRevoke(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "revoked certificate %q (serial %s), reason %s: recorded in %s\n",
 		certs.Identity(cert), certs.SerialString(cert.SerialNumber), certs.ReasonName(reason), index)
-	fmt.Fprintf(w, "agents still accept it until you run 'mtunnel certs crl --dir %s' and they load the new %s\n", dir, certs.CRLFile(dir))
+	fmt.Fprintf(w, "agents still accept it until you run 'mtunnel certs crl --dir %s%s' and they load the new %s\n",
+		dir, certsCANameArg(c), files.CRL)
 	return nil
+}
+
+// certsCANameFlag is --ca-name, for the commands that act for one CA.
+func certsCANameFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "ca-name", Usage: usage, EnvVars: []string{"MTUNNEL_CA_NAME"}}
+}
+
+// certsCANameArg repeats --ca-name for a command line to suggest.
+func certsCANameArg(c *cli.Context) string {
+	if name := c.String("ca-name"); name != "" {
+		return " --ca-name " + name
+	}
+	return ""
+}
+
+// certsRevocationCA loads the CA whose revocations a command handles (the
+// root CA in dir, or the intermediate --ca-name names) and its files.
+func certsRevocationCA(c *cli.Context, dir, cmd string) (*certs.CA, certs.RevocationFiles, error) {
+	name := c.String("ca-name")
+	if name == "" {
+		ca, err := certs.LoadCA(dir)
+		if err != nil {
+			return nil, certs.RevocationFiles{}, fmt.Errorf("certs %s: %w", cmd, err)
+		}
+		return ca, certs.RootRevocation(dir), nil
+	}
+	if err := certs.ValidateFileName(name); err != nil {
+		return nil, certs.RevocationFiles{}, certsUsage(c, "--ca-name: %v", err)
+	}
+	ca, _, err := certs.LoadIntermediate(dir, name)
+	if err != nil {
+		return nil, certs.RevocationFiles{}, fmt.Errorf("certs %s: %w", cmd, err)
+	}
+	return ca, certs.IntermediateRevocation(dir, name), nil
+}
+
+// certsIssuingIntermediate returns the name of the intermediate CA in dir
+// (NAME.crt with its key) that issued cert, or "".
+func certsIssuingIntermediate(dir string, cert *x509.Certificate) string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.crt"))
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".crt")
+		if name == "ca" {
+			continue
+		}
+		if ca, _, err := certs.LoadIntermediate(dir, name); err == nil && ca.CheckIssued(cert) == nil {
+			return name
+		}
+	}
+	return ""
 }
 
 // certsReadFirst reads the first certificate of a PEM file: a leaf, even
@@ -437,12 +495,16 @@ func certsCRLCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "crl",
 		Usage:     "write DIR/ca.crl: the CA's signed list of the certificates revoked in DIR/index.txt",
-		UsageText: "mtunnel certs crl --dir DIR [--next-update DURATION]",
+		UsageText: "mtunnel certs crl --dir DIR [--next-update DURATION] [--ca-name INTERMEDIATE]",
 		Description: "Each CRL gets the next number from DIR/crlnumber; agents refuse a CRL older than the\n" +
-			"one they hold, and one past its next update. Regenerate it well before then.",
+			"one they hold, and one past its next update. Regenerate it well before then.\n" +
+			"With --ca-name, the intermediate CA DIR/INTERMEDIATE.crt signs DIR/INTERMEDIATE.crl\n" +
+			"from DIR/INTERMEDIATE.index.txt; agents load it with a second --crl, and need the\n" +
+			"intermediate's certificate (--intermediates DIR/INTERMEDIATE.crt) to check it.",
 		Flags: []cli.Flag{
 			certsDirFlag(),
 			&cli.DurationFlag{Name: "next-update", Value: 24 * time.Hour, Usage: "`DURATION` until the CRL is due to be replaced", EnvVars: []string{"MTUNNEL_NEXT_UPDATE"}},
+			certsCANameFlag("write the CRL of the intermediate CA DIR/`INTERMEDIATE`.crt"),
 		},
 		OnUsageError: certsOnUsageError,
 		Action:       certsCRL,
@@ -457,18 +519,18 @@ func certsCRL(c *cli.Context) error {
 	if nextUpdate <= 0 {
 		return certsUsage(c, "--next-update must be positive, got %v", nextUpdate)
 	}
-	ca, err := certs.LoadCA(dir)
+	ca, files, err := certsRevocationCA(c, dir, "crl")
 	if err != nil {
-		return fmt.Errorf("certs crl: %w", err)
+		return err
 	}
 	// Every revoked entry belongs to this CA: certs revoke records only
 	// certificates it issued.
-	entries, err := certs.ReadIndex(certs.IndexFile(dir))
+	entries, err := certs.ReadIndex(files.Index)
 	if err != nil {
 		return fmt.Errorf("certs crl: %w", err)
 	}
 	revoked := certs.RevocationEntries(entries)
-	number, err := certs.NextCRLNumber(dir)
+	number, err := files.NextCRLNumber()
 	if err != nil {
 		return fmt.Errorf("certs crl: %w", err)
 	}
@@ -477,11 +539,11 @@ func certsCRL(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("certs crl: %w", err)
 	}
-	if err := certs.WriteCRL(dir, der); err != nil {
+	if err := files.WriteCRL(der); err != nil {
 		return fmt.Errorf("certs crl: %w", err)
 	}
 	fmt.Fprintf(c.App.Writer, "wrote %s  CRL number %s of %q, %d revoked certificate(s), next update %s\n",
-		certs.CRLFile(dir), number, certs.Identity(ca.Cert), len(revoked), now.Add(nextUpdate).UTC().Format(time.DateTime+" MST"))
+		files.CRL, number, certs.Identity(ca.Cert), len(revoked), now.Add(nextUpdate).UTC().Format(time.DateTime+" MST"))
 	fmt.Fprintln(c.App.Writer, "copy it to every agent's --crl file and run this again before the next update")
 	return nil
 }

@@ -475,11 +475,22 @@ func TestCertsRevokeRefusesForeignCertificate(t *testing.T) {
 	certsOK(t, "certs", "issue", "--dir", otherDir, "--name", "stranger", "--client")
 	certsOK(t, "certs", "issue", "--dir", dir, "--intermediate", "--name", "corp")
 	certsOK(t, "certs", "issue", "--dir", dir, "--ca-name", "corp", "--name", "deep", "--client")
-	for _, file := range []string{filepath.Join(otherDir, "stranger.crt"), filepath.Join(dir, "deep.crt"), filepath.Join(dir, "ca.crt")} {
+	for _, file := range []string{filepath.Join(otherDir, "stranger.crt"), filepath.Join(dir, "ca.crt")} {
 		code, _, stderr := runCLI(t, "certs", "revoke", "--dir", dir, "--cert", file)
 		if code != 1 || !strings.Contains(stderr, "not issued by this CA") || !strings.Contains(stderr, file) {
 			t.Errorf("revoke %s: exit code %d, stderr %q; want 1 saying it is not this CA's", file, code, stderr)
 		}
+	}
+	// The intermediate's leaf: the root cannot revoke it, and says which
+	// intermediate can.
+	deep := filepath.Join(dir, "deep.crt")
+	code, _, stderr := runCLI(t, "certs", "revoke", "--dir", dir, "--cert", deep)
+	if code != 1 || !strings.Contains(stderr, "issued by the intermediate CA corp.crt: add --ca-name corp") {
+		t.Errorf("revoke %s from the root: exit code %d, stderr %q; want 1 naming --ca-name corp", deep, code, stderr)
+	}
+	code, _, stderr = runCLI(t, "certs", "revoke", "--dir", dir, "--ca-name", "corp", "--cert", filepath.Join(dir, "ca.crt"))
+	if code != 1 || !strings.Contains(stderr, "not issued by this CA") {
+		t.Errorf("revoke the root with --ca-name corp: exit code %d, stderr %q; want 1", code, stderr)
 	}
 	entries, err := certs.ReadIndex(filepath.Join(dir, "index.txt"))
 	if err != nil {
@@ -607,4 +618,57 @@ func TestCertsCRLOpenSSL(t *testing.T) {
 	if out, err := verify("kept"); err != nil {
 		t.Errorf("openssl verify of the unrevoked certificate: %v\n%s", err, out)
 	}
+}
+
+// A leaf an intermediate issued is revoked with --ca-name: recorded in the
+// intermediate's own index, listed in the CRL the intermediate signs (which
+// agents load beside the root's), and not in the root's CRL.
+func TestCertsRevokeUnderIntermediate(t *testing.T) {
+	dir := t.TempDir()
+	initCA(t, dir)
+	certsOK(t, "certs", "issue", "--dir", dir, "--intermediate", "--name", "corp")
+	certsOK(t, "certs", "issue", "--dir", dir, "--ca-name", "corp", "--name", "deep", "--client")
+	certsOK(t, "certs", "issue", "--dir", dir, "--ca-name", "corp", "--name", "kept", "--client")
+	deep := filepath.Join(dir, "deep.crt")
+	certsOK(t, "certs", "revoke", "--dir", dir, "--ca-name", "corp", "--cert", deep, "--reason", "keyCompromise")
+	certsOK(t, "certs", "crl", "--dir", dir, "--ca-name", "corp")
+	certsOK(t, "certs", "crl", "--dir", dir)
+
+	corp := readCert(t, filepath.Join(dir, "corp.crt"))
+	crl, err := certs.LoadCRL(filepath.Join(dir, "corp.crl"), []*x509.Certificate{corp})
+	if err != nil {
+		t.Fatalf("corp.crl, checked against corp.crt: %v", err)
+	}
+	if e, ok := crl.Revoked(leafOf(t, deep).SerialNumber); !ok || e.ReasonCode != 1 {
+		t.Errorf("deep on corp's CRL %v with reason %d, want keyCompromise (1)", ok, e.ReasonCode)
+	}
+	if _, ok := crl.Revoked(leafOf(t, filepath.Join(dir, "kept.crt")).SerialNumber); ok {
+		t.Error("kept is on corp's CRL")
+	}
+	root, err := certs.LoadCRL(filepath.Join(dir, "ca.crl"), []*x509.Certificate{readCert(t, filepath.Join(dir, "ca.crt"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(root.List.RevokedCertificateEntries) != 0 {
+		t.Errorf("the root's CRL lists %d certificates, want none", len(root.List.RevokedCertificateEntries))
+	}
+	// A second CRL of corp's gets the next number.
+	certsOK(t, "certs", "crl", "--dir", dir, "--ca-name", "corp")
+	again, err := certs.LoadCRL(filepath.Join(dir, "corp.crl"), []*x509.Certificate{corp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.List.Number.Cmp(crl.List.Number) <= 0 {
+		t.Errorf("corp's CRL numbers %v then %v, want growing", crl.List.Number, again.List.Number)
+	}
+}
+
+// leafOf reads the first certificate of a chain file.
+func leafOf(t *testing.T, file string) *x509.Certificate {
+	t.Helper()
+	c, err := certsReadFirst(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -65,7 +65,7 @@ func LoadCRL(file string, cas []*x509.Certificate) (*CRL, error) {
 	}
 	issuer := crlIssuer(list, cas)
 	if issuer == nil {
-		return nil, fmt.Errorf("load CRL %q: %w (issuer %s)", file, ErrCRLNoIssuer, list.Issuer)
+		return nil, fmt.Errorf("load CRL %q: %w (issuer %s; an agent knows the CAs in its --ca and --intermediates files)", file, ErrCRLNoIssuer, list.Issuer)
 	}
 	if issuer.KeyUsage != 0 && issuer.KeyUsage&x509.KeyUsageCRLSign == 0 {
 		return nil, fmt.Errorf("load CRL %q: %w: issuer %s may not sign CRLs (no cRLSign key usage)", file, ErrCRLSignature, Identity(issuer))

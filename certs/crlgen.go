@@ -35,6 +35,26 @@ func CRLFile(dir string) string { return filepath.Join(dir, crlFileName) }
 // of the last CRL NextCRLNumber handed out.
 func CRLNumberFile(dir string) string { return filepath.Join(dir, crlNumberFileName) }
 
+// RevocationFiles are where one CA's revocations live: its index of
+// revoked certificates, its CRL and its CRL number.
+type RevocationFiles struct {
+	Index, CRL, Number string
+}
+
+// RootRevocation is the root CA's in dir: index.txt (which also lists
+// every certificate issued from dir), ca.crl and crlnumber.
+func RootRevocation(dir string) RevocationFiles {
+	return RevocationFiles{IndexFile(dir), CRLFile(dir), CRLNumberFile(dir)}
+}
+
+// IntermediateRevocation is the intermediate CA name's in dir (name.crt):
+// name.index.txt (its revoked certificates only; dir/index.txt keeps the
+// record of issue), name.crl and name.crlnumber.
+func IntermediateRevocation(dir, name string) RevocationFiles {
+	f := func(suffix string) string { return filepath.Join(dir, name+"."+suffix) }
+	return RevocationFiles{f(indexFileName), f("crl"), f(crlNumberFileName)}
+}
+
 // CreateCRL returns a DER-encoded CRL signed by ca listing revoked, valid
 // from thisUpdate until nextUpdate, when relying parties expect a newer
 // one. number is the CRL number (RFC 5280 5.2.3), which must grow with
@@ -96,9 +116,12 @@ const reasonRemoveFromCRL = 8
 // WriteCRL writes the DER-encoded CRL der to dir/ca.crl as a PEM "X509
 // CRL" block, atomically and with mode 0644: agents reload the file when
 // it changes, and must never read half of it.
-func WriteCRL(dir string, der []byte) error {
+func WriteCRL(dir string, der []byte) error { return RootRevocation(dir).WriteCRL(der) }
+
+// WriteCRL writes the DER CRL der, PEM-encoded, to f.CRL.
+func (f RevocationFiles) WriteCRL(der []byte) error {
 	data := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
-	if err := writeFileAtomic(CRLFile(dir), data, certFileMode, true); err != nil {
+	if err := writeFileAtomic(f.CRL, data, certFileMode, true); err != nil {
 		return fmt.Errorf("write CRL: %w", err)
 	}
 	return nil
@@ -115,8 +138,12 @@ func WriteCRL(dir string, der []byte) error {
 // created exclusively; a second caller fails (wrapping fs.ErrExist) rather
 // than waiting. A lock left by a crashed process must be removed by hand,
 // and the error says so.
-func NextCRLNumber(dir string) (*big.Int, error) {
-	file := CRLNumberFile(dir)
+func NextCRLNumber(dir string) (*big.Int, error) { return RootRevocation(dir).NextCRLNumber() }
+
+// NextCRLNumber is the package's NextCRLNumber for the CA whose files f
+// are: f.Number holds the last number, f.CRL is the existing CRL.
+func (f RevocationFiles) NextCRLNumber() (*big.Int, error) {
+	file := f.Number
 	unlock, err := lockFile(file + ".lock")
 	if err != nil {
 		return nil, fmt.Errorf("next CRL number: %w", err)
@@ -126,7 +153,7 @@ func NextCRLNumber(dir string) (*big.Int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("next CRL number: %w", err)
 	}
-	if n := existingCRLNumber(CRLFile(dir)); n != nil && n.Cmp(last) > 0 {
+	if n := existingCRLNumber(f.CRL); n != nil && n.Cmp(last) > 0 {
 		last = n
 	}
 	next := new(big.Int).Add(last, big.NewInt(1))

@@ -54,3 +54,35 @@ func TestRevokeLiveSessionBinary(t *testing.T) {
 		t.Fatalf("the good client stopped working after a broken CRL: %v", err)
 	}
 }
+
+// TestRevokeUnderIntermediateBinary: a client whose certificate an
+// intermediate CA issued is revoked with `certs revoke --ca-name`, and the
+// intermediate's CRL (`certs crl --ca-name`), loaded beside the root's,
+// ends its session and refuses it from then on.
+func TestRevokeUnderIntermediateBinary(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	k := newBinPKI(t, dir)
+	mustRunBinary(t, "certs", "issue", "--dir", dir, "--name", "corp", "--intermediate")
+	mustRunBinary(t, "certs", "issue", "--dir", dir, "--ca-name", "corp", "--name", "deep", "--client")
+	mustRunBinary(t, "certs", "crl", "--dir", dir)
+	mustRunBinary(t, "certs", "crl", "--dir", dir, "--ca-name", "corp")
+	echoAddr := backend(t, echo)
+
+	// The server needs corp's certificate to check corp's CRL.
+	args := append(k.serverArgs("127.0.0.1:0", echoAddr), "--allow-cn", "deep",
+		"--intermediates", filepath.Join(dir, "corp.crt"),
+		"--crl", filepath.Join(dir, "ca.crl"), "--crl", filepath.Join(dir, "corp.crl"),
+		"--crl-reload-interval", "100ms", "--recheck-interval", "200ms")
+	server := startAgent(t, "server", nil, args...)
+	serverAddr := server.listening(t)
+	deepArgs := withFlag(withFlag(k.clientArgs(serverAddr), "--cert", filepath.Join(dir, "deep.crt")), "--key", filepath.Join(dir, "deep.key"))
+	deep := startAgent(t, "deep", nil, deepArgs...).listening(t)
+	c := connectedApp(t, deep)
+
+	mustRunBinary(t, "certs", "revoke", "--dir", dir, "--ca-name", "corp", "--cert", filepath.Join(dir, "deep.crt"))
+	mustRunBinary(t, "certs", "crl", "--dir", dir, "--ca-name", "corp")
+	expectResetOn(t, c)
+	server.waitLog(t, "closing session: peer no longer passes verification", "peer", "CN=deep", "reason", "revoked")
+	expectReset(t, deep)
+	server.waitLog(t, "handshake failed", "reason", "revoked")
+}
