@@ -312,21 +312,28 @@ func freePorts(n int) ([]int, error) {
 // probeEcho checks a contender's whole path to the echo backend once: one
 // byte echoed within 10 s.
 func probeEcho(c *contender) error {
-	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
-	if err != nil {
-		return fmt.Errorf("%s: probe: %w", c.name, err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var b [1]byte
-	if _, err = conn.Write([]byte{modeEcho}); err == nil {
-		_, err = io.ReadFull(conn, b[:])
-	}
-	if err == nil && b[0] != modeEcho {
+	b, err := probeAnswer(c, []byte{modeEcho})
+	if err == nil && b != modeEcho {
 		err = errors.New("wrong byte echoed")
 	}
 	if err != nil {
 		return fmt.Errorf("%s: probe echo: %w", c.name, err)
 	}
 	return nil
+}
+
+// probeAnswer sends msg through a new connection to c and reads the first
+// byte of the answer, all within 10 s.
+func probeAnswer(c *contender, msg []byte) (byte, error) {
+	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if _, err = conn.Write(msg); err == nil {
+		_, err = io.ReadFull(conn, b[:])
+	}
+	return b[0], err
 }

@@ -247,18 +247,9 @@ func parsePostgres(line string) (level, key, ready string) {
 // 10 s. Closing then is normal for a client that dislikes the
 // answer; PostgreSQL does not log it.
 func probePostgres(c *contender) error {
-	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
-	if err != nil {
-		return fmt.Errorf("%s: probe: %w", c.name, err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var b [1]byte
-	if _, err = conn.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err == nil { // length 8, code 80877103
-		_, err = io.ReadFull(conn, b[:])
-	}
-	if err == nil && b[0] != 'N' && b[0] != 'S' {
-		err = fmt.Errorf("answer %q to SSLRequest, want N or S", b[0])
+	b, err := probeAnswer(c, []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}) // length 8, code 80877103
+	if err == nil && b != 'N' && b != 'S' {
+		err = fmt.Errorf("answer %q to SSLRequest, want N or S", b)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: probe PostgreSQL: %w", c.name, err)
