@@ -119,8 +119,10 @@ func checkClientSetup(t *testing.T, data []byte, file string, cf clientFile) {
 }
 
 // goNames are what a config error must not show a user: the Go types the
-// file is decoded into.
-var goNames = regexp.MustCompile(`main\.|tunnel\.|serverFile|clientFile|fileTLS`)
+// file is decoded into. A package name counts only with an identifier
+// after its dot: YAML quotes a long value back cut short with "...", so
+// an input "0tunnel0000" comes back as "0tunnel...".
+var goNames = regexp.MustCompile(`\b(main|tunnel)\.[A-Za-z_]|serverFile|clientFile|fileTLS`)
 
 // checkConfigError fails unless err is a configuration error whose
 // message names file (unless file is "") and no Go type. Names the input
