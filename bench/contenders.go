@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,18 +136,46 @@ func startMtunnel(name string, s mtunnelSpec, target, echo string, logs *logStat
 		return nil, err
 	}
 	c.agents = append(c.agents, cli)
-	// One "listening" line per route, in the config's order.
-	if c.addr, err = cli.waitReady(10 * time.Second); err != nil {
+	routes := 1
+	if echo != "" {
+		routes = 2
+	}
+	addrs, err := waitPool(cli, routes, cmp.Or(s.sessions, max(2, runtime.NumCPU())))
+	if err != nil {
 		c.stop()
 		return nil, err
 	}
+	c.addr = addrs[0]
 	if echo != "" {
-		if c.echoAddr, err = cli.waitReady(10 * time.Second); err != nil {
-			c.stop()
-			return nil, err
-		}
+		c.echoAddr = addrs[1]
 	}
 	return c, nil
+}
+
+// waitPool waits until the client agent listens on each of its routes (one
+// "listening" line per route, in the config's order) and has all its
+// sessions up (the --sessions it was given, or the agent's default: the
+// CPUs, at least 2). The first session comes up soon after the listeners,
+// the others a little later; a workload started in between found one
+// session only, and measured whatever that gave. The head-of-line figure
+// depended on it: the 8 bulk streams all went to the first session and
+// the ping, opened later, had the second to itself, or not, from one round
+// to the next.
+func waitPool(cli *agent, routes, sessions int) ([]string, error) {
+	var addrs []string
+	up := 0
+	for len(addrs) < routes || up < sessions {
+		v, err := cli.waitReady(10 * time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for %d listeners and %d sessions (have %d and %d): %w", routes, sessions, len(addrs), up, err)
+		}
+		if strings.HasPrefix(v, sessionReady) {
+			up++
+		} else {
+			addrs = append(addrs, v)
+		}
+	}
+	return addrs, nil
 }
 
 // writeEchoRoute writes the config files that add route "echo", to echo,

@@ -18,8 +18,9 @@ import (
 
 // agent is one child process of a contender (an mtunnel agent or stunnel).
 // Its stdout and stderr are read line by line: the lines that ready
-// matches are reported on readyc (a client agent logs one per route; up to
-// readyMax wait there to be read), and every line is counted in logs.
+// matches are reported on readyc (a client agent logs one per route and
+// one per session; up to readyMax wait there to be read, later ones are
+// dropped), and every line is counted in logs.
 type agent struct {
 	name   string
 	cmd    *exec.Cmd
@@ -29,7 +30,7 @@ type agent struct {
 	err    error         // Wait's result, set before exited is closed
 }
 
-const readyMax = 4
+const readyMax = 64
 
 // lineParser classifies a log line: its level (INFO, WARN, ERROR...), a key
 // that groups similar lines, and, for the readiness line, a value.
@@ -172,10 +173,15 @@ func (s *logStats) tail() string {
 	return strings.Join(s.last, "\n")
 }
 
+// sessionReady prefixes the readiness value of a client agent's
+// "session established" line (parseMtunnel).
+const sessionReady = "session "
+
 var digits = regexp.MustCompile(`[0-9]+`)
 
-// parseMtunnel reads slog's JSON lines; the readiness value is the
-// "listening" line's addr.
+// parseMtunnel reads slog's JSON lines; the readiness values are the
+// "listening" line's addr and, for each "session established" line,
+// sessionReady and the session's ID.
 func parseMtunnel(line string) (level, key, ready string) {
 	var m map[string]any
 	if json.Unmarshal([]byte(line), &m) != nil {
@@ -183,8 +189,11 @@ func parseMtunnel(line string) (level, key, ready string) {
 	}
 	str := func(k string) string { s, _ := m[k].(string); return s }
 	level, msg := str("level"), str("msg")
-	if msg == "listening" {
+	switch msg {
+	case "listening":
 		ready = str("addr")
+	case "session established":
+		ready = sessionReady + str("session")
 	}
 	key = msg
 	for _, k := range []string{"result", "reason", "err"} {

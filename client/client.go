@@ -59,6 +59,7 @@ func New(cfg Config) (*Client, error) {
 		pool: &tunnel.Pool{
 			Dialers:   dialers,
 			Size:      c.Sessions,
+			BusyRate:  c.BusyRate,
 			Reconnect: c.Reconnect,
 			Logger:    c.Logger,
 			Guard:     guard,

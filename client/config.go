@@ -31,7 +31,12 @@ type Config struct {
 	// the least loaded. More than one lets TLS use more than one core and
 	// keeps one bulk stream from delaying the others behind it in one
 	// connection. Default: the number of CPUs, at least 2.
-	Sessions         int
+	Sessions int
+	// BusyRate is the traffic (bytes a second, both ways) above which a
+	// session counts as busy, so that new streams go to a quiet or spare
+	// session instead of queueing behind its bulk data (tunnel.Pool).
+	// 0: tunnel.DefaultBusyRate; negative: off.
+	BusyRate         int64
 	HandshakeTimeout time.Duration // dial + TLS + confirming ping; default 10 s
 	// ConnectWait is how long an app connection waits for a session when
 	// no server has a usable one (down, restarting, draining) before it is

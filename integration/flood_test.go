@@ -46,6 +46,10 @@ func newFloodWorld(t *testing.T, cfg server.Config) *world {
 		Routes:   []client.Route{{}},
 		Session:  cfg.Session,
 		Sessions: 2,
+		// Its checked transfers make both sessions busy, and spares the
+		// pool dialled would stay for Reconnect.Linger (30 s), while
+		// TestHalfOpenFlood counts goroutines with the agents running.
+		BusyRate: -1,
 		Logger:   w.logs.logger("client"),
 	})[0]
 	w.logs.waitForN(t, "the good client's two sessions", 2, msgAttr("session established", "agent", "client"))

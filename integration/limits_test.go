@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,5 +210,57 @@ func TestPoolLetsExtraSessionsGo(t *testing.T) {
 	}
 	if n := w.logs.count(extra); n != 2 {
 		t.Errorf("%d sessions let go, want 2 (the floor of 1 stays)", n)
+	}
+}
+
+// TestPoolAvoidsBusySessions: a new connection does not join a session
+// that carries bulk data. With one session kept (Size 1) and that one busy
+// with a transfer, the pool dials a spare for the next connection, and a
+// further one goes to the spare while it is quiet. (The choice itself, and
+// the limit of Size spares, are unit-tested in tunnel.TestPickAvoidsBusy.)
+func TestPoolAvoidsBusySessions(t *testing.T) {
+	checkLeaks(t)
+	w, local := echoWorld(t, nil, func(w *world, c *client.Config) {
+		c.BusyRate = 256 << 10 // bytes a second: any steady transfer
+	})
+	established := msgAttr("session established", "agent", "client")
+	a := connectedApp(t, local)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	a.SetDeadline(time.Time{})
+	wg.Go(func() { // keep data flowing through a (the echo sends it back)
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-stop:
+				a.Close()
+				return
+			default:
+			}
+			if _, err := a.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	wg.Go(func() { io.Copy(io.Discard, a) })
+	// The pool judges a session's traffic over at least 100 ms: until it
+	// has, new connections join the one session. Open short ones until
+	// one gets a spare.
+	deadline := time.Now().Add(10 * time.Second)
+	probes := 0
+	for w.logs.count(established) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no spare session after %d connections beside a busy one\n%s", probes, w.logs.dump())
+		}
+		connectedApp(t, local).Close()
+		probes++
+	}
+	for range 3 {
+		connectedApp(t, local) // held: the spare is quiet, no third session
+	}
+	if n := w.logs.count(established); n != 2 {
+		t.Fatalf("%d sessions after connections opened while the spare was quiet, want 2", n)
 	}
 }

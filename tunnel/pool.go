@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,12 @@ var ErrPoolClosed = errors.New("session pool closed")
 // routes, and opens each stream on the least loaded usable session among
 // them: a server that fails or drains simply stops being chosen, and new
 // streams go to the others at once.
+//
+// "Least loaded" is first quiet before busy, then the fewest streams: a
+// stream opened in a session that carries bulk data queues behind it (the
+// session's socket and send queue are first come, first served), so new
+// streams avoid a busy session, and when all are busy the pool dials up to
+// Size spare sessions for them (member.busy).
 //
 // Each server has a dial loop that keeps Size usable sessions to it, from
 // Start on and again after a session ends, so the tunnel is ready before
@@ -36,18 +43,26 @@ type Pool struct {
 	Logger    *slog.Logger
 	Guard     *Guard   // if set, every session is added to it while open
 	Metrics   *Metrics // nil: none
+	// BusyRate is the traffic, in bytes a second both ways together, above
+	// which a session counts as busy: new streams go to a quiet session,
+	// and to a spare one the pool dials when every session is busy (see
+	// member.busy). 0: DefaultBusyRate; negative: sessions are never busy.
+	BusyRate int64
 
 	mu        sync.Mutex
 	servers   []*serverPool
 	bySession map[*Session]*member
 	changed   chan struct{} // closed on the next change; nil while nobody waits
 	waiting   int           // Open calls waiting for a session
-	turn      uint          // rotates the scan order so that ties spread
-	started   bool
-	closed    bool
-	ctx       context.Context // cancelled by Close: ends dials and loops
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // dial loops and session watchers
+	// Open calls waiting for a quiet session: every usable one is busy
+	// (member.busy) and the pool may dial spares (spareRoomLocked).
+	waitingQuiet int
+	turn         uint // rotates the scan order so that ties spread
+	started      bool
+	closed       bool
+	ctx          context.Context // cancelled by Close: ends dials and loops
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup // dial loops and session watchers
 }
 
 // NoSessionError is Open giving up: no session became usable in time, or
@@ -121,17 +136,49 @@ func (p *Pool) Open(ctx context.Context) (*Stream, *Session, error) {
 	start := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	waiting := false
+	waiting, waitingQuiet := false, false
 	defer func() {
 		if waiting {
 			p.waiting--
 		}
+		if waitingQuiet {
+			p.waitingQuiet--
+		}
 	}()
+	quietBy := start.Add(quietWait)
 	for {
 		if p.closed {
 			return nil, nil, ErrPoolClosed
 		}
-		if m := p.pickLocked(); m != nil {
+		now := time.Now()
+		quiet := now.Before(quietBy) && p.spareRoomLocked()
+		m, allBusy := p.pickLocked(now, quiet)
+		if m == nil && allBusy {
+			// Every session is busy with bulk data: wait, briefly, for
+			// a spare to be dialled rather than queue behind it.
+			if !waitingQuiet {
+				waitingQuiet = true
+				p.waitingQuiet++
+			}
+			for _, sp := range p.servers {
+				sp.poke()
+			}
+			changed := p.changesLocked()
+			p.mu.Unlock()
+			t := time.NewTimer(quietBy.Sub(now))
+			select {
+			case <-changed:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			p.mu.Lock()
+			if ctx.Err() != nil {
+				return nil, nil, &NoSessionError{Servers: p.addresses(), Waited: time.Since(start), Last: p.lastErrLocked()}
+			}
+			continue
+		}
+		if m != nil {
 			p.mu.Unlock()
 			st, err := m.s.OpenStream()
 			p.mu.Lock()
@@ -240,13 +287,14 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
-// pickLocked reserves the usable session with the fewest streams that is
-// below its stream cap, or returns nil. The scan starts one session further
-// each time, so that equal loads take turns.
-func (p *Pool) pickLocked() *member {
+// pickLocked reserves the usable session below its stream cap that is
+// quiet rather than busy (member.busy) and, among those, has the fewest
+// streams; or returns nil. With quiet set it returns nil and allBusy when
+// every such session is busy, for Open to wait for a spare. The scan
+// starts one session further each time, so that equal loads take turns.
+func (p *Pool) pickLocked(now time.Time, quiet bool) (best *member, allBusy bool) {
 	p.turn++
-	var best *member
-	bestLoad := 0
+	bestLoad, bestBusy := 0, false
 	for i := range p.servers {
 		sp := p.servers[(p.turn+uint(i))%uint(len(p.servers))]
 		for j := range sp.members {
@@ -255,16 +303,34 @@ func (p *Pool) pickLocked() *member {
 				continue
 			}
 			load := m.load()
-			if load < sp.dialer.Session.StreamCap() && (best == nil || load < bestLoad) {
-				best, bestLoad = m, load
+			if load >= sp.dialer.Session.StreamCap() {
+				continue
+			}
+			busy := m.busy(now)
+			if best == nil || (bestBusy && !busy) || (busy == bestBusy && load < bestLoad) {
+				best, bestLoad, bestBusy = m, load, busy
 			}
 		}
+	}
+	if best != nil && bestBusy && quiet {
+		return nil, true
 	}
 	if best != nil {
 		best.opening++ // counts towards its load until opened
 		best.inUse++
 	}
-	return best
+	return best, false
+}
+
+// spareRoomLocked reports whether some server has fewer usable sessions
+// than Size plus maxSpares.
+func (p *Pool) spareRoomLocked() bool {
+	for _, sp := range p.servers {
+		if sp.slotsLocked() < p.size()+maxSpares(p.size()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Pool) releaseLocked(m *member) {
@@ -378,9 +444,53 @@ type member struct {
 	// up): a session beyond the floor idle for Reconnect.Linger is let go.
 	idleSince time.Time
 	reaped    bool // drained by reap, not by the server
+	// The last look at the session's traffic (busy).
+	seenAt    time.Time
+	seenBytes int64
+	isBusy    bool
 }
 
 func (m *member) usable() bool { return !m.draining && !m.s.IsClosed() }
+
+// Busy sessions. A stream that queues behind another's bulk data in one
+// session waits for all of it: the tunnel socket's queues and yamux's send
+// queue are first come, first served. A session that moved more than
+// Pool.BusyRate bytes a second (both ways together) since it was last
+// looked at, at least busyWindow ago, counts as busy; new streams go to a quiet
+// one if there is one, and if every session is busy Open waits up to
+// quietWait for a spare, which the pool dials (up to maxSpares beyond
+// Size). Spares left without streams are drained after Reconnect.Linger,
+// like sessions dialled for a burst.
+const (
+	DefaultBusyRate = 10 << 20
+	busyWindow      = 100 * time.Millisecond
+	busyStale       = 5 * busyWindow
+	quietWait       = 50 * time.Millisecond
+)
+
+// maxSpares is how many sessions beyond Size a server may get because
+// every session was busy.
+func maxSpares(size int) int { return size }
+
+// busy reports whether the session is busy (above), looking again if the
+// last look is busyWindow old.
+func (m *member) busy(now time.Time) bool {
+	rate := m.sp.p.BusyRate
+	if rate < 0 {
+		return false
+	}
+	d := now.Sub(m.seenAt)
+	if d < busyWindow {
+		return m.isBusy
+	}
+	moved := m.s.up.Load() + m.s.down.Load()
+	// Judged over the time since the last look, but only a recent one: an
+	// old look would make a burst long past count now. After a long gap
+	// the look only starts a new measure.
+	m.isBusy = d <= busyStale && float64(moved-m.seenBytes) > float64(cmp.Or(rate, DefaultBusyRate))*d.Seconds()
+	m.seenAt, m.seenBytes = now, moved
+	return m.isBusy
+}
 
 func (m *member) load() int { return m.s.NumStreams() + m.opening }
 

@@ -82,12 +82,13 @@ func (sp *serverPool) next(now time.Time) (time.Duration, bool) {
 	if p.closed {
 		return 0, false
 	}
-	need := sp.slotsLocked() < p.size() || (p.waiting > 0 && !sp.roomLocked())
+	need := sp.slotsLocked() < p.size() || (p.waiting > 0 && !sp.roomLocked()) ||
+		(p.waitingQuiet > 0 && sp.slotsLocked() < p.size()+maxSpares(p.size()) && !sp.quietRoomLocked(now))
 	if !need {
 		return 0, false
 	}
 	at := sp.retryAt
-	if p.waiting > 0 {
+	if p.waiting > 0 || p.waitingQuiet > 0 {
 		if soon := sp.lastDial.Add(sp.rc.Waiting); soon.Before(at) {
 			at = soon
 		}
@@ -158,6 +159,17 @@ func (sp *serverPool) reap(now time.Time) time.Duration {
 func (sp *serverPool) roomLocked() bool {
 	for _, m := range sp.members {
 		if m.usable() && m.load() < sp.dialer.Session.StreamCap() {
+			return true
+		}
+	}
+	return false
+}
+
+// quietRoomLocked reports whether some usable session is below its stream
+// cap and not busy.
+func (sp *serverPool) quietRoomLocked(now time.Time) bool {
+	for _, m := range sp.members {
+		if m.usable() && m.load() < sp.dialer.Session.StreamCap() && !m.busy(now) {
 			return true
 		}
 	}
