@@ -194,7 +194,6 @@ func (c *Client) acceptLoop(ctx context.Context, ln net.Listener, route string, 
 // serveConn carries one app connection through a stream.
 func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	start := time.Now()
-	log := c.log.With("route", route, "app", appName(app))
 	meter := c.cfg.Metrics.Route(route)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ConnectWait)
 	st, sess, err := c.pool.Open(wctx)
@@ -202,11 +201,14 @@ func (c *Client) serveConn(ctx context.Context, app net.Conn, route string) {
 	if err != nil {
 		tunnel.Reset(app)
 		meter.Refused(tunnel.ResultNoSession)
-		c.logOpenFailed(log, err)
+		c.logOpenFailed(c.log.With("route", route, "app", appName(app)), err)
 		return
 	}
 	defer c.pool.Release(sess)
-	log = log.With("server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "session", sess.ID, "stream", st.StreamID())
+	// One child logger per stream, made once the stream is open. There
+	// were two (one before Open, one after): 4% of the client agent's CPU
+	// in a connection-rate profile.
+	log := c.log.With("route", route, "app", appName(app), "server", sess.Server, "peer", tunnel.PeerID(sess.Peer), "session", sess.ID, "stream", st.StreamID())
 	req := tunnel.Request{Route: route}
 	req.Src, req.Dst = appOrigin(app)
 	hdr, err := tunnel.AppendRequest(nil, req)

@@ -47,6 +47,9 @@ func TestPoolGrowsPastFullSessions(t *testing.T) {
 	if n := w.logs.count(msgAttr("session established", "agent", "client")); n != 3 {
 		t.Errorf("client established %d sessions for 5 streams at 2 per session, want 3", n)
 	}
+	if n := w.logs.count(msgAttr("session established", "agent", "client", "beyond_floor", "every session full")); n != 2 {
+		t.Errorf("%d session lines say they were dialled because every session was full, want 2", n)
+	}
 	if n := w.logs.count(msgAttr("stream rejected", "agent", "server")); n != 0 {
 		t.Errorf("server refused %d streams; the pool should have opened sessions instead", n)
 	}
@@ -262,5 +265,8 @@ func TestPoolAvoidsBusySessions(t *testing.T) {
 	}
 	if n := w.logs.count(established); n != 2 {
 		t.Fatalf("%d sessions after connections opened while the spare was quiet, want 2", n)
+	}
+	if n := w.logs.count(msgAttr("session established", "agent", "client", "beyond_floor", "every session busy")); n != 1 {
+		t.Errorf("%d session lines say the spare was dialled because every session was busy, want 1", n)
 	}
 }

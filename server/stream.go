@@ -34,17 +34,21 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 	if release != nil {
 		req, target, resp, err = s.admit(ctx, sess, st)
 	}
-	log = log.With("route", req.Route, "stream", st.StreamID())
+	// The stream's attributes go with each line rather than into a
+	// log.With: a With per stream (two with an origin) formats and
+	// allocates a child logger that logs one line.
+	id := []any{"route", req.Route, "stream", st.StreamID()}
 	if req.HasOrigin() {
-		log = log.With("app", req.Src.String())
+		id = append(id, "app", req.Src.String())
 	}
+	with := func(kv ...any) []any { return append(id[:len(id):len(id)], kv...) }
 	meter := s.meter(req.Route)
 	if resp.Status != tunnel.StatusOK {
 		if release != nil {
 			release()
 		}
 		meter.Refused(resp.Status.String())
-		log.Warn("stream rejected", "result", resp.Status.String(), "reason", resp.Reason, "err", err)
+		log.Warn("stream rejected", with("result", resp.Status.String(), "reason", resp.Reason, "err", err)...)
 		s.reply(st, resp)
 		st.Finish(s.cfg.HeaderTimeout)
 		return
@@ -54,7 +58,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 		st.Reset() // the client reset it, or it is unusable: free it on both ends
 		release()
 		meter.Refused(tunnel.ResultError)
-		log.Warn("stream ended", "result", tunnel.ResultError, "err", err)
+		log.Warn("stream ended", with("result", tunnel.ResultError, "err", err)...)
 		return
 	}
 	meter.Opened(time.Since(start))
@@ -64,7 +68,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 		Sent: meter.Down, Received: meter.Up,
 	})
 	release() // before the log line: a client that saw it may open the next stream
-	attrs := []any{"sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond)}
+	attrs := with("sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond))
 	if res.Err != nil {
 		meter.Ended(tunnel.ResultReset)
 		log.Warn("stream ended", append(attrs, "result", tunnel.ResultReset, "err", res.Err)...)

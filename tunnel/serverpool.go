@@ -27,6 +27,7 @@ type serverPool struct {
 	lastErr   error // of the last dial; nil once one succeeds
 	lastErrAt time.Time
 	wake      chan struct{} // buffered: something changed, look again
+	why       string        // why the next dial goes beyond the floor; "" if it does not
 }
 
 func (sp *serverPool) poke() {
@@ -82,9 +83,14 @@ func (sp *serverPool) next(now time.Time) (time.Duration, bool) {
 	if p.closed {
 		return 0, false
 	}
-	need := sp.slotsLocked() < p.size() || (p.waiting > 0 && !sp.roomLocked()) ||
-		(p.waitingQuiet > 0 && sp.slotsLocked() < p.size()+maxSpares(p.size()) && !sp.quietRoomLocked(now))
-	if !need {
+	switch {
+	case sp.slotsLocked() < p.size():
+		sp.why = ""
+	case p.waiting > 0 && !sp.roomLocked():
+		sp.why = "every session full"
+	case p.waitingQuiet > 0 && sp.slotsLocked() < p.size()+maxSpares(p.size()) && !sp.quietRoomLocked(now):
+		sp.why = "every session busy"
+	default:
 		return 0, false
 	}
 	at := sp.retryAt
@@ -209,6 +215,7 @@ func (sp *serverPool) dial(ctx context.Context) {
 	p := sp.p
 	p.mu.Lock()
 	sp.lastDial = time.Now()
+	why := sp.why
 	if sp.redial {
 		sp.redial = false
 		p.Metrics.Reconnect()
@@ -241,6 +248,9 @@ func (sp *serverPool) dial(ctx context.Context) {
 	attrs := []any{"server", sp.dialer.Address, "peer", PeerID(s.Peer), "remote", s.Remote.String(), "session", s.ID, "rtt", s.RTT, "recv_buffer", s.RecvBuffer}
 	if after > 0 {
 		attrs = append(attrs, "failed_dials", after)
+	}
+	if why != "" {
+		attrs = append(attrs, "beyond_floor", why)
 	}
 	p.log().Info("session established", attrs...)
 	p.Metrics.SessionUp(time.Since(start))
