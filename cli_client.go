@@ -26,6 +26,7 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "server-name", Usage: "name every server certificate must carry (default: the host of each --server)", EnvVars: env("SERVER_NAME")},
 			&cli.StringFlag{Name: "route", Value: "default", Usage: "route `NAME` on the server for --listen", EnvVars: env("ROUTE")},
 			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded", DefaultText: "CPUs, at least 2", EnvVars: env("SESSIONS")},
+			&cli.StringFlag{Name: "busy-rate", Usage: "traffic (bytes a second, both ways) above which a session counts as busy: new connections go to a quiet session, or a spare one is dialled; off: never busy", DefaultText: "10MiB", EnvVars: env("BUSY_RATE")},
 			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset", DefaultText: "10s", EnvVars: env("CONNECT_WAIT")},
 			&cli.DurationFlag{Name: "reconnect-max", Usage: "longest delay between redials of a server that is down", DefaultText: "30s; waiting connections cut it to 1s", EnvVars: env("RECONNECT_MAX")},
 		}),
@@ -111,7 +112,12 @@ func clientSetup(c *cli.Context) (client.Config, *agentTLS, *adminEndpoint, erro
 	}
 	tl.policy.ServerName = pick(c, "server-name", f.TLS.ServerName, file, "tls.server_name").value
 	tl.policy.LegacyCN = c.Bool("legacy-cn") || (!c.IsSet("legacy-cn") && f.TLS.LegacyCN)
+	busy, err := busyRateFlag(c.String("busy-rate"))
+	if err != nil {
+		return fail(err)
+	}
 	cfg := client.Config{
+		BusyRate:         busy,
 		Servers:          servers,
 		TLS:              tl.policy,
 		Routes:           routes,

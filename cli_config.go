@@ -315,6 +315,21 @@ func recvBufferFlag(v string) (int64, error) {
 	return n, nil
 }
 
+// busyRateFlag reads --busy-rate: a size (per second), or off.
+func busyRateFlag(v string) (int64, error) {
+	switch v {
+	case "":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	n, err := parseSize(v)
+	if err != nil || n <= 0 {
+		return 0, configErrorf("--busy-rate %q: want off or a size a second, like 10MiB", v)
+	}
+	return n, nil
+}
+
 // parseSize parses a byte count with an optional KiB, MiB or GiB suffix.
 func parseSize(s string) (int64, error) {
 	mult := int64(1)

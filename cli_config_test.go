@@ -684,6 +684,22 @@ func TestTLSMinVersion(t *testing.T) {
 	}
 }
 
+func TestBusyRateFlag(t *testing.T) {
+	args := slices.Concat([]string{"--listen", "127.0.0.1:0", "--server", "a:1"}, newPKI(t).flags("client-flag"))
+	for v, want := range map[string]int64{"": 0, "off": -1, "1MiB": 1 << 20, "500000": 500000} {
+		cfg, err := resolveClient(t, slices.Concat(args, []string{"--busy-rate", v}))
+		if err != nil || cfg.BusyRate != want {
+			t.Errorf("--busy-rate %q: BusyRate %d, %v; want %d", v, cfg.BusyRate, err, want)
+		}
+	}
+	for _, v := range []string{"fast", "0", "-1MiB"} {
+		_, err := resolveClient(t, slices.Concat(args, []string{"--busy-rate", v}))
+		if err == nil || !strings.Contains(err.Error(), "--busy-rate") {
+			t.Errorf("--busy-rate %q: error %v, want one naming the flag", v, err)
+		}
+	}
+}
+
 func TestRecvBufferFlag(t *testing.T) {
 	for v, want := range map[string]int64{"auto": 0, "kernel": tunnel.RecvBufferKernel, "1MiB": 1 << 20, "65536": 65536} {
 		if got, err := recvBufferFlag(v); err != nil || got != want {
