@@ -31,6 +31,18 @@ func TestPingHelper(t *testing.T) {
 	if err != nil || len(rtts) != 20 || !(rtts[0] > 0) {
 		t.Errorf("ping own echo server: %d round trips, first %v, err %v", len(rtts), rtts[:min(1, len(rtts))], err)
 	}
+	// Held: connected and warmed up (2 round trips) before the ready
+	// reply, measured only after release; the helper then takes requests
+	// as before.
+	if err := h.hold(h.echo, 2, 10, 10, time.Minute); err != nil {
+		t.Fatalf("hold: %v", err)
+	}
+	if rtts, err := h.release(); err != nil || len(rtts) != 10 {
+		t.Errorf("release: %d round trips, err %v; want 10", len(rtts), err)
+	}
+	if _, err := h.ping(h.echo, 0, 3, 3, time.Minute); err != nil {
+		t.Errorf("a ping after a held one: %v", err)
+	}
 	other, err := startBackend()
 	if err != nil {
 		t.Fatal(err)

@@ -35,11 +35,15 @@ type pingRequest struct {
 	N     int           `json:"n"`
 	MinN  int           `json:"min_n"`
 	Limit time.Duration `json:"limit"`
+	// Hold: after the warm-up, reply Ready and wait for the next line (any
+	// request) before the measured round trips (pingHelper.hold).
+	Hold bool `json:"hold,omitempty"`
 }
 
 type pingReply struct {
-	RTTs []time.Duration `json:"rtts"`
-	Err  string          `json:"err,omitempty"`
+	Ready bool            `json:"ready,omitempty"` // a held request is connected and warmed up
+	RTTs  []time.Duration `json:"rtts"`
+	Err   string          `json:"err,omitempty"`
 }
 
 // pingHelperMain is the helper process's main; it returns the exit status.
@@ -72,7 +76,20 @@ func servePings(in io.Reader, out io.Writer) error {
 			return fmt.Errorf("read request: %w", err)
 		}
 		before := be.accepted.Load()
-		rtts, err := pingPong(req.Addr, req.Warm, req.N, req.MinN, req.Limit)
+		var ready func() error
+		if req.Hold {
+			ready = func() error {
+				if err := enc.Encode(pingReply{Ready: true}); err != nil {
+					return err
+				}
+				var resume pingRequest
+				if err := dec.Decode(&resume); err != nil {
+					return fmt.Errorf("read the go-ahead: %w", err)
+				}
+				return nil
+			}
+		}
+		rtts, err := pingPong(req.Addr, req.Warm, req.N, req.MinN, req.Limit, ready)
 		if err == nil && be.accepted.Load() == before {
 			// The bulk backend echoes too: a contender's routes mixed up
 			// would go unnoticed, and measure the old way.
@@ -134,6 +151,38 @@ func (h *pingHelper) ping(addr string, warm, n, minN int, limit time.Duration) (
 	req := pingRequest{Addr: addr, Warm: warm, N: n, MinN: minN, Limit: limit}
 	if err := json.NewEncoder(h.in).Encode(req); err != nil {
 		return nil, fmt.Errorf("ping helper: send request: %w", err)
+	}
+	var rep pingReply
+	if err := h.out.Decode(&rep); err != nil {
+		return nil, fmt.Errorf("ping helper: read reply: %w", err)
+	}
+	if rep.Err != "" {
+		return rep.RTTs, errors.New(rep.Err)
+	}
+	return rep.RTTs, nil
+}
+
+// hold starts a ping run that connects and warms up, then waits for
+// release before its measured round trips.
+func (h *pingHelper) hold(addr string, warm, n, minN int, limit time.Duration) error {
+	req := pingRequest{Addr: addr, Warm: warm, N: n, MinN: minN, Limit: limit, Hold: true}
+	if err := json.NewEncoder(h.in).Encode(req); err != nil {
+		return fmt.Errorf("ping helper: send request: %w", err)
+	}
+	var rep pingReply
+	if err := h.out.Decode(&rep); err != nil {
+		return fmt.Errorf("ping helper: read reply: %w", err)
+	}
+	if !rep.Ready {
+		return fmt.Errorf("ping helper: not ready: %s", rep.Err)
+	}
+	return nil
+}
+
+// release lets a held ping run go on, and returns its round trips.
+func (h *pingHelper) release() ([]time.Duration, error) {
+	if err := json.NewEncoder(h.in).Encode(pingRequest{}); err != nil {
+		return nil, fmt.Errorf("ping helper: send go-ahead: %w", err)
 	}
 	var rep pingReply
 	if err := h.out.Decode(&rep); err != nil {

@@ -41,6 +41,9 @@ func figureTable() []figure {
 		figure{Key: "hol-p50", Label: "64 B round trip p50 under 8-stream bulk", Unit: "µs"},
 		figure{Key: "hol-p99", Label: "64 B round trip p99 under 8-stream bulk", Unit: "µs"},
 		figure{Key: "hol-bulk", Label: "  bulk beside it (4 up + 4 down)", Unit: "MB/s", Higher: true},
+		figure{Key: "hol-first-p50", Label: "  same, ping connected before the bulk: p50", Unit: "µs"},
+		figure{Key: "hol-first-p99", Label: "  same, ping connected before the bulk: p99", Unit: "µs"},
+		figure{Key: "hol-first-bulk", Label: "  bulk beside it", Unit: "MB/s", Higher: true},
 		figure{Key: "idle-rss", Label: "idle conn RSS, after 1 B echo", Unit: "KiB/conn", AgentsOnly: true},
 		figure{Key: "idle-rss-burst", Label: "idle conn RSS, after 64 KiB echo", Unit: "KiB/conn", AgentsOnly: true},
 		// pgbenchClients clients each; the labels stay short for the chart.

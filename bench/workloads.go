@@ -112,7 +112,10 @@ func connRate(c *contender, workers int, d time.Duration, errs *errTally) map[st
 // pingPong sends 64-byte messages on one connection and waits for each
 // echo, after warm round trips that are not recorded. It stops after n
 // round trips, or once limit has passed and at least minN are recorded.
-func pingPong(addr string, warm, n, minN int, limit time.Duration) ([]time.Duration, error) {
+//
+// ready, if not nil, is called after the warm-up round trips, before the
+// measured ones, and an error from it ends the run.
+func pingPong(addr string, warm, n, minN int, limit time.Duration, ready func() error) ([]time.Duration, error) {
 	c, err := dial(addr, modeEcho)
 	if err != nil {
 		return nil, err
@@ -128,6 +131,12 @@ func pingPong(addr string, warm, n, minN int, limit time.Duration) ([]time.Durat
 	var deadline time.Time
 	for i := -warm; i < n; i++ {
 		if i == 0 {
+			if ready != nil {
+				c.SetDeadline(time.Time{}) // ready may wait long
+				if err := ready(); err != nil {
+					return nil, err
+				}
+			}
 			deadline = time.Now().Add(limit)
 		} else if i > 0 && i >= minN && time.Now().After(deadline) {
 			break
@@ -148,7 +157,7 @@ func pingPong(addr string, warm, n, minN int, limit time.Duration) ([]time.Durat
 }
 
 func latency(addr string, n int, limit time.Duration, errs *errTally) map[string]float64 {
-	rtts, err := pingPong(addr, 50, n, n, limit)
+	rtts, err := pingPong(addr, 50, n, n, limit, nil)
 	errs.add(err)
 	us := micros(rtts)
 	if len(us) == 0 {
@@ -268,6 +277,13 @@ func throughput(c *contender, key string, n int, mode byte, d time.Duration, err
 // one take tens of milliseconds). The bulk takes the contender's first
 // route, the ping its second (c.echoAddr).
 //
+// With first set the ping connection is made (and warmed up) before the
+// bulk streams start, and its figures are keyed hol-first-*: a connection
+// that was there before the bulk transfer began. Otherwise it connects
+// once the bulk streams run. (mtunnel puts a new stream on a quiet
+// session, or on a spare it dials when all are busy; one made before the
+// bulk shares its session with bulk streams.)
+//
 // The ping client and its echo server run in a helper process of their
 // own (pinghelper.go). In this process their goroutines queued behind the
 // 8 busy bulk clients and the bulk backend: Go's run queue is FIFO and
@@ -277,7 +293,15 @@ func throughput(c *contender, key string, n int, mode byte, d time.Duration, err
 // writing the ping to the bench's backend and reading the echo back, and
 // more on the client side; even direct TCP showed a 6-21 ms p99, all of it
 // the harness. With the helper, direct's p99 is 20-30 µs (2 rounds).
-func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, errs *errTally) map[string]float64 {
+func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, first bool, errs *errTally) map[string]float64 {
+	key := "hol-"
+	if first {
+		key = "hol-first-"
+		if err := ping.hold(c.echoAddr, 5, pings, max(1, pings/25), d); err != nil {
+			errs.add(err)
+			return nil
+		}
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var moved [2]int64
@@ -286,7 +310,13 @@ func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, errs
 		wg.Go(func() { moved[i], took[i] = bulk(c.addr, 4, mode, stop, errs) })
 	}
 	time.Sleep(200 * time.Millisecond) // let the bulk streams ramp up
-	rtts, err := ping.ping(c.echoAddr, 5, pings, max(1, pings/25), d)
+	var rtts []time.Duration
+	var err error
+	if first {
+		rtts, err = ping.release()
+	} else {
+		rtts, err = ping.ping(c.echoAddr, 5, pings, max(1, pings/25), d)
+	}
 	errs.add(err)
 	close(stop)
 	wg.Wait()
@@ -295,8 +325,8 @@ func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, errs
 		return nil
 	}
 	return map[string]float64{
-		"hol-p50":  percentile(us, 50),
-		"hol-p99":  percentile(us, 99),
-		"hol-bulk": float64(moved[0]+moved[1]) / 1e6 / max(took[0], took[1]).Seconds(),
+		key + "p50":  percentile(us, 50),
+		key + "p99":  percentile(us, 99),
+		key + "bulk": float64(moved[0]+moved[1]) / 1e6 / max(took[0], took[1]).Seconds(),
 	}
 }
