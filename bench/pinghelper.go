@@ -148,50 +148,39 @@ func startPingHelper() (*pingHelper, error) {
 // ping runs pingPong in the helper. The round trips are measured there;
 // the request and reply cross the pipe outside the timed part.
 func (h *pingHelper) ping(addr string, warm, n, minN int, limit time.Duration) ([]time.Duration, error) {
-	req := pingRequest{Addr: addr, Warm: warm, N: n, MinN: minN, Limit: limit}
-	if err := json.NewEncoder(h.in).Encode(req); err != nil {
-		return nil, fmt.Errorf("ping helper: send request: %w", err)
-	}
-	var rep pingReply
-	if err := h.out.Decode(&rep); err != nil {
-		return nil, fmt.Errorf("ping helper: read reply: %w", err)
-	}
-	if rep.Err != "" {
-		return rep.RTTs, errors.New(rep.Err)
-	}
-	return rep.RTTs, nil
+	rep, err := h.exchange(pingRequest{Addr: addr, Warm: warm, N: n, MinN: minN, Limit: limit})
+	return rep.RTTs, err
 }
 
 // hold starts a ping run that connects and warms up, then waits for
 // release before its measured round trips.
 func (h *pingHelper) hold(addr string, warm, n, minN int, limit time.Duration) error {
-	req := pingRequest{Addr: addr, Warm: warm, N: n, MinN: minN, Limit: limit, Hold: true}
-	if err := json.NewEncoder(h.in).Encode(req); err != nil {
-		return fmt.Errorf("ping helper: send request: %w", err)
+	rep, err := h.exchange(pingRequest{Addr: addr, Warm: warm, N: n, MinN: minN, Limit: limit, Hold: true})
+	if err == nil && !rep.Ready {
+		err = errors.New("ping helper: a held ping run replied without being ready")
 	}
-	var rep pingReply
-	if err := h.out.Decode(&rep); err != nil {
-		return fmt.Errorf("ping helper: read reply: %w", err)
-	}
-	if !rep.Ready {
-		return fmt.Errorf("ping helper: not ready: %s", rep.Err)
-	}
-	return nil
+	return err
 }
 
 // release lets a held ping run go on, and returns its round trips.
 func (h *pingHelper) release() ([]time.Duration, error) {
-	if err := json.NewEncoder(h.in).Encode(pingRequest{}); err != nil {
-		return nil, fmt.Errorf("ping helper: send go-ahead: %w", err)
-	}
+	rep, err := h.exchange(pingRequest{}) // any line is the go-ahead
+	return rep.RTTs, err
+}
+
+// exchange sends req and reads the reply; a reply's Err is the error.
+func (h *pingHelper) exchange(req pingRequest) (pingReply, error) {
 	var rep pingReply
+	if err := json.NewEncoder(h.in).Encode(req); err != nil {
+		return rep, fmt.Errorf("ping helper: send request: %w", err)
+	}
 	if err := h.out.Decode(&rep); err != nil {
-		return nil, fmt.Errorf("ping helper: read reply: %w", err)
+		return rep, fmt.Errorf("ping helper: read reply: %w", err)
 	}
 	if rep.Err != "" {
-		return rep.RTTs, errors.New(rep.Err)
+		return rep, errors.New(rep.Err)
 	}
-	return rep.RTTs, nil
+	return rep, nil
 }
 
 // close ends the helper: stdin closes, it exits; killed if it has not
