@@ -456,7 +456,7 @@ func (m *member) usable() bool { return !m.draining && !m.s.IsClosed() }
 // session waits for all of it: the tunnel socket's queues and yamux's send
 // queue are first come, first served. A session that moved more than
 // Pool.BusyRate bytes a second (both ways together) since it was last
-// looked at, at least busyWindow ago, counts as busy; new streams go to a quiet
+// looked at, at least busyWindow and at most busyStale ago, counts as busy; new streams go to a quiet
 // one if there is one, and if every session is busy Open waits up to
 // quietWait for a spare, which the pool dials (up to maxSpares beyond
 // Size). Spares left without streams are drained after Reconnect.Linger,

@@ -27,7 +27,6 @@ type serverPool struct {
 	lastErr   error // of the last dial; nil once one succeeds
 	lastErrAt time.Time
 	wake      chan struct{} // buffered: something changed, look again
-	why       string        // why the next dial goes beyond the floor; "" if it does not
 }
 
 func (sp *serverPool) poke() {
@@ -47,9 +46,9 @@ func (sp *serverPool) run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		now := time.Now()
-		wait, need := sp.next(now)
+		wait, why, need := sp.next(now)
 		if need && wait <= 0 {
-			sp.dial(ctx)
+			sp.dial(ctx, why)
 			continue
 		}
 		reap := sp.reap(now)
@@ -75,23 +74,24 @@ func (sp *serverPool) run(ctx context.Context) {
 	}
 }
 
-// next says whether a dial is wanted and how long to wait for it.
-func (sp *serverPool) next(now time.Time) (time.Duration, bool) {
+// next says whether a dial is wanted, how long to wait for it and, for a
+// session beyond the floor, why ("" for one within it).
+func (sp *serverPool) next(now time.Time) (time.Duration, string, bool) {
 	p := sp.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return 0, false
+		return 0, "", false
 	}
+	why := ""
 	switch {
 	case sp.slotsLocked() < p.size():
-		sp.why = ""
-	case p.waiting > 0 && !sp.roomLocked():
-		sp.why = "every session full"
-	case p.waitingQuiet > 0 && sp.slotsLocked() < p.size()+maxSpares(p.size()) && !sp.quietRoomLocked(now):
-		sp.why = "every session busy"
+	case p.waiting > 0 && !sp.roomLocked(now, false):
+		why = "every session full"
+	case p.waitingQuiet > 0 && sp.slotsLocked() < p.size()+maxSpares(p.size()) && !sp.roomLocked(now, true):
+		why = "every session busy"
 	default:
-		return 0, false
+		return 0, "", false
 	}
 	at := sp.retryAt
 	if p.waiting > 0 || p.waitingQuiet > 0 {
@@ -99,7 +99,7 @@ func (sp *serverPool) next(now time.Time) (time.Duration, bool) {
 			at = soon
 		}
 	}
-	return at.Sub(now), true
+	return at.Sub(now), why, true
 }
 
 // slotsLocked counts the sessions towards the floor: those not draining,
@@ -161,21 +161,11 @@ func (sp *serverPool) reap(now time.Time) time.Duration {
 	return next
 }
 
-// roomLocked reports whether some usable session is below its stream cap.
-func (sp *serverPool) roomLocked() bool {
+// roomLocked reports whether some usable session is below its stream cap
+// and, with quiet set, not busy (member.busy).
+func (sp *serverPool) roomLocked(now time.Time, quiet bool) bool {
 	for _, m := range sp.members {
-		if m.usable() && m.load() < sp.dialer.Session.StreamCap() {
-			return true
-		}
-	}
-	return false
-}
-
-// quietRoomLocked reports whether some usable session is below its stream
-// cap and not busy.
-func (sp *serverPool) quietRoomLocked(now time.Time) bool {
-	for _, m := range sp.members {
-		if m.usable() && m.load() < sp.dialer.Session.StreamCap() && !m.busy(now) {
+		if m.usable() && m.load() < sp.dialer.Session.StreamCap() && !(quiet && m.busy(now)) {
 			return true
 		}
 	}
@@ -211,11 +201,12 @@ func (sp *serverPool) lostLocked(now time.Time, ended *Session) time.Duration {
 	return delay
 }
 
-func (sp *serverPool) dial(ctx context.Context) {
+// dial dials one session; why is next's reason for a session beyond the
+// floor, for the log.
+func (sp *serverPool) dial(ctx context.Context, why string) {
 	p := sp.p
 	p.mu.Lock()
 	sp.lastDial = time.Now()
-	why := sp.why
 	if sp.redial {
 		sp.redial = false
 		p.Metrics.Reconnect()
