@@ -8,12 +8,23 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
-// batchConn sits under the TLS connection and gathers the records of one
-// yamux frame into one socket write. crypto/tls writes every record (16 KiB
-// of plaintext at most) with its own Write, so a 32 KiB frame cost two or
-// three syscalls; frameConn flushes once per frame instead.
+// batchConn sits under the TLS connection and gathers TLS records into
+// few socket writes. crypto/tls writes every record (16 KiB of plaintext at
+// most) with its own Write, so a 32 KiB frame cost two or three syscalls,
+// and yamux writes each frame (a stream's open, its header, its data, its
+// close) on its own.
+//
+// Records wait in a buffer. When a frame is complete (frameDone), a flusher
+// goroutine is woken; it writes everything buffered by the time it runs. Go
+// runs a goroutine woken that way next on the same processor once the
+// waker blocks, and yamux's send loop blocks only when it has no frame
+// left to send: frames that are ready together, from any streams, go out
+// in one write, and a lone frame waits for no timer. A full buffer
+// (flushAt) is written by the writer itself, behind any write in flight,
+// which is what holds a writer back from a slow peer.
 //
 // It passes writes straight through until enable is called after the
 // handshake, so handshake messages are never held back. Close flushes, so
@@ -23,53 +34,115 @@ import (
 // from the peer's close (Read).
 type batchConn struct {
 	net.Conn
-	mu      sync.Mutex // tls.Conn may write from Read (key updates) too
+	wmu     sync.Mutex // held across each socket write: keeps them in order
+	mu      sync.Mutex // buf, spare, on, werr, ferr; tls.Conn may write from Read (key updates) too
 	on      bool
 	buf     []byte
+	spare   []byte // the buffer of the previous flush, kept for the next
 	flushAt int
 	werr    error // the first failed socket write (noteLocked)
+	ferr    error // the first failed flush, returned to later writers
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	closing sync.Once
 }
 
-func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c, flushAt: 256 << 10} }
+func newBatchConn(c net.Conn) *batchConn {
+	return &batchConn{Conn: c, flushAt: 256 << 10, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+}
 
+// enable starts buffering and the flusher; call it once.
 func (b *batchConn) enable() {
 	b.mu.Lock()
 	b.on = true
 	b.mu.Unlock()
+	b.stopped.Add(1)
+	go b.flusher()
+}
+
+func (b *batchConn) flusher() {
+	defer b.stopped.Done()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.kick:
+			b.Flush()
+		}
+	}
 }
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if !b.on {
+		b.mu.Unlock()
+		b.wmu.Lock()
+		defer b.wmu.Unlock()
 		n, err := b.Conn.Write(p)
+		b.mu.Lock()
 		b.noteLocked(err)
+		b.mu.Unlock()
 		return n, err
 	}
+	if b.ferr != nil {
+		err := b.ferr
+		b.mu.Unlock()
+		return 0, err
+	}
 	b.buf = append(b.buf, p...)
-	if len(b.buf) >= b.flushAt {
-		return len(p), b.flushLocked()
+	full := len(b.buf) >= b.flushAt
+	b.mu.Unlock()
+	if full {
+		return len(p), b.Flush()
 	}
 	return len(p), nil
 }
 
-// Flush writes what is buffered.
-func (b *batchConn) Flush() error {
+// frameDone says a whole frame is buffered: the flusher writes it soon. It
+// returns the error of an earlier flush, if one failed.
+func (b *batchConn) frameDone() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	err := b.ferr
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case b.kick <- struct{}{}:
+	default: // a kick is pending; its flush takes this frame too
+	}
+	return nil
+}
+
+// Flush writes what is buffered, after any write in flight.
+func (b *batchConn) Flush() error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	return b.flushLocked()
 }
 
+// flushLocked writes what is buffered; wmu is held.
 func (b *batchConn) flushLocked() error {
-	if len(b.buf) == 0 {
-		return nil
+	b.mu.Lock()
+	out := b.buf
+	if len(out) == 0 {
+		err := b.ferr
+		b.mu.Unlock()
+		return err
 	}
-	_, err := b.Conn.Write(b.buf)
+	b.buf, b.spare = b.spare[:0], nil
+	b.mu.Unlock()
+	_, err := b.Conn.Write(out)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.noteLocked(err)
-	if cap(b.buf) > 2*b.flushAt {
-		b.buf = nil // do not keep a burst's peak
-	} else {
-		b.buf = b.buf[:0]
+	if err != nil && b.ferr == nil {
+		// Part of a record may have gone: the TLS stream is broken.
+		b.ferr = err
+	}
+	if cap(out) <= 2*b.flushAt { // do not keep a burst's peak
+		b.spare = out[:0]
 	}
 	return err
 }
@@ -110,17 +183,48 @@ func (b *batchConn) abortErr() error {
 		return nil
 	}
 	// The socket is closed, so a write still in flight returns at once;
-	// the lock waits for it to note its error.
+	// wmu waits for it to note its error.
+	b.wmu.Lock()
 	b.mu.Lock()
 	werr := b.werr
 	b.mu.Unlock()
+	b.wmu.Unlock()
 	if werr == nil || errors.Is(werr, syscall.EPIPE) || errors.Is(werr, net.ErrClosed) {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrConnAborted, werr)
 }
 
+// Close stops the flusher, writes what is left and closes the socket.
 func (b *batchConn) Close() error {
+	b.closing.Do(func() {
+		close(b.stop)
+		b.stopped.Wait()
+	})
 	b.Flush()
 	return b.Conn.Close()
+}
+
+// SetWriteDeadline first writes what is buffered when t has passed, since
+// such a deadline means "write nothing more" and what came before it must
+// not be lost: tls.Conn.Close sends close_notify under a 5-second deadline
+// and then sets one of now. If a write is in flight, the deadline is there
+// to stop it, and nothing waits for it.
+func (b *batchConn) SetWriteDeadline(t time.Time) error {
+	b.flushBefore(t)
+	return b.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline: as SetWriteDeadline.
+func (b *batchConn) SetDeadline(t time.Time) error {
+	b.flushBefore(t)
+	return b.Conn.SetDeadline(t)
+}
+
+func (b *batchConn) flushBefore(t time.Time) {
+	if t.IsZero() || t.After(time.Now()) || !b.wmu.TryLock() {
+		return
+	}
+	defer b.wmu.Unlock()
+	b.flushLocked()
 }

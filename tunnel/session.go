@@ -442,7 +442,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	}
 	batch.enable()
 	fc := newFrameConn(tconn)
-	fc.flush = batch.Flush
+	fc.flush = batch.frameDone
 	ys, err := open(fc, sc.yamux())
 	if err != nil {
 		tconn.Close()
