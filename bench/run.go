@@ -123,10 +123,13 @@ func phases(o options, backend string, pg *postgres, ping *pingHelper) []phase {
 			tput("upload x8", "up-8", 8, modeSink),
 			tput("download x8", "down-8", 8, modeSource),
 			{"head-of-line", func(c *contender, e *errTally) map[string]float64 {
-				return headOfLine(c, ping, o.pings, o.duration, false, e)
+				return headOfLine(c, ping, o.pings, o.duration, holAfter, e)
 			}},
 			{"head-of-line first", func(c *contender, e *errTally) map[string]float64 {
-				return headOfLine(c, ping, o.pings, o.duration, true, e)
+				return headOfLine(c, ping, o.pings, o.duration, holFirst, e)
+			}},
+			{"head-of-line floor", func(c *contender, e *errTally) map[string]float64 {
+				return headOfLine(c, ping, o.pings, o.duration, holFloor, e)
 			}},
 		}},
 	}

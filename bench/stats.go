@@ -44,6 +44,9 @@ func figureTable() []figure {
 		figure{Key: "hol-first-p50", Label: "  same, ping connected before the bulk: p50", Unit: "µs"},
 		figure{Key: "hol-first-p99", Label: "  same, ping connected before the bulk: p99", Unit: "µs"},
 		figure{Key: "hol-first-bulk", Label: "  bulk beside it", Unit: "MB/s", Higher: true},
+		figure{Key: "hol-floor-p50", Label: "  floor: a direct ping beside it: p50", Unit: "µs"},
+		figure{Key: "hol-floor-p99", Label: "  floor: a direct ping beside it: p99", Unit: "µs"},
+		figure{Key: "hol-floor-bulk", Label: "  bulk beside it", Unit: "MB/s", Higher: true},
 		figure{Key: "idle-rss", Label: "idle conn RSS, after 1 B echo", Unit: "KiB/conn", AgentsOnly: true},
 		figure{Key: "idle-rss-burst", Label: "idle conn RSS, after 64 KiB echo", Unit: "KiB/conn", AgentsOnly: true},
 		// pgbenchClients clients each; the labels stay short for the chart.

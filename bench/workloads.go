@@ -271,18 +271,31 @@ func throughput(c *contender, key string, n int, mode byte, d time.Duration, err
 	return out
 }
 
+// holKind is which ping headOfLine measures.
+type holKind int
+
+const (
+	holAfter holKind = iota // through the contender, connected once the bulk runs
+	holFirst                // through the contender, connected before the bulk
+	holFloor                // straight to the echo server, beside the contender's bulk
+)
+
 // headOfLine measures the 64-byte round trip while 4 uploads and 4
 // downloads run through the same contender: pings round trips, or as many
 // as fit in d but at least pings/25 (a queue behind bulk data can make each
 // one take tens of milliseconds). The bulk takes the contender's first
 // route, the ping its second (c.echoAddr).
 //
-// With first set the ping connection is made (and warmed up) before the
-// bulk streams start, and its figures are keyed hol-first-*: a connection
-// that was there before the bulk transfer began. Otherwise it connects
-// once the bulk streams run. (mtunnel puts a new stream on a quiet
-// session, or on a spare it dials when all are busy; one made before the
-// bulk shares its session with bulk streams.)
+// The ping is one of three kinds (holKind). holAfter connects once the
+// bulk streams run. holFirst is connected (and warmed up) before the bulk
+// streams start, and its figures are keyed hol-first-*: a connection that
+// was there before the bulk transfer began. (mtunnel puts a new stream on a
+// quiet session, or on a spare it dials when all are busy; one made before
+// the bulk shares its session with bulk streams.) holFloor pings the
+// helper's echo server straight, through no contender, while the bulk runs
+// through this one (hol-floor-*): what the machine itself gives a 64-byte
+// round trip under the load this contender's bulk transfer puts on it, the
+// floor under the other two figures.
 //
 // The ping client and its echo server run in a helper process of their
 // own (pinghelper.go). In this process their goroutines queued behind the
@@ -293,10 +306,9 @@ func throughput(c *contender, key string, n int, mode byte, d time.Duration, err
 // writing the ping to the bench's backend and reading the echo back, and
 // more on the client side; even direct TCP showed a 6-21 ms p99, all of it
 // the harness. With the helper, direct's p99 is 20-30 µs (2 rounds).
-func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, first bool, errs *errTally) map[string]float64 {
-	key := "hol-"
-	if first {
-		key = "hol-first-"
+func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, kind holKind, errs *errTally) map[string]float64 {
+	key := [...]string{holAfter: "hol-", holFirst: "hol-first-", holFloor: "hol-floor-"}[kind]
+	if kind == holFirst {
 		if err := ping.hold(c.echoAddr, 5, pings, max(1, pings/25), d); err != nil {
 			errs.add(err)
 			return nil
@@ -312,9 +324,12 @@ func headOfLine(c *contender, ping *pingHelper, pings int, d time.Duration, firs
 	time.Sleep(200 * time.Millisecond) // let the bulk streams ramp up
 	var rtts []time.Duration
 	var err error
-	if first {
+	switch kind {
+	case holFirst:
 		rtts, err = ping.release()
-	} else {
+	case holFloor:
+		rtts, err = ping.ping(ping.echo, 5, pings, max(1, pings/25), d)
+	default:
 		rtts, err = ping.ping(c.echoAddr, 5, pings, max(1, pings/25), d)
 	}
 	errs.add(err)
