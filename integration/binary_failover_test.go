@@ -135,6 +135,12 @@ func TestServerKilledDuringTransfersBinary(t *testing.T) {
 		return r.msg == "session dial failed" && err == nil && time.Duration(ns) >= far
 	})
 	if err != nil {
+		// The client's goroutines go with the failure: SIGQUIT makes Go
+		// print them. (That is how the lost wake-up fixed in lostLocked
+		// was found.)
+		client.cmd.Process.Signal(syscall.SIGQUIT)
+		<-client.done
+		client.handled = true
 		t.Fatalf("the backoff never planned a redial %v away: %v\n%s", far, err, client.out.dump())
 	}
 	logged := time.Now()

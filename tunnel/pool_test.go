@@ -94,3 +94,28 @@ func TestPickAvoidsBusy(t *testing.T) {
 		t.Fatal("BusyRate < 0: sessions still judged busy")
 	}
 }
+
+// TestEveryLossWakesDialLoop: sessions that end together (a server killed),
+// a spare beyond the floor first. The dial loop, woken by the first loss,
+// finds the floor still met and sleeps; each later loss must wake it again,
+// and it must then find a dial due.
+func TestEveryLossWakesDialLoop(t *testing.T) {
+	p, ms := poolOf(t, 2, 3)
+	sp := p.servers[0]
+	now := time.Now()
+	for i, m := range ms {
+		p.mu.Lock()
+		sp.members = removeMember(sp.members, m)
+		sp.lostLocked(now, m.s)
+		p.mu.Unlock()
+		select {
+		case <-sp.wake:
+		default:
+			t.Fatalf("loss %d of 3 did not wake the dial loop", i+1)
+		}
+		_, _, need := sp.next(now)
+		if want := i > 0; need != want {
+			t.Fatalf("after loss %d of 3: dial wanted %v, want %v", i+1, need, want)
+		}
+	}
+}

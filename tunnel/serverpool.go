@@ -192,12 +192,18 @@ func (sp *serverPool) lostLocked(now time.Time, ended *Session) time.Duration {
 	}
 	sp.lastLoss = now
 	sp.redial = true
+	// Every loss wakes the dial loop, even when a redial is already
+	// planned: the loop may have looked after an earlier loss, found the
+	// floor still met (a session beyond it had ended) and gone to sleep
+	// with nothing to wait for. Without this, when a spare and then the
+	// floor's sessions ended together (a server killed), the pool never
+	// dialled again (TestEveryLossWakesDialLoop).
+	sp.poke()
 	if ended != nil && sp.retryAt.After(now) {
 		return sp.retryAt.Sub(now) // already waiting: sessions often end together
 	}
 	delay := sp.backoff.next()
 	sp.retryAt = now.Add(delay)
-	sp.poke()
 	return delay
 }
 
