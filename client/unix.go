@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,7 +27,8 @@ func listen(r Route) (net.Listener, error) {
 	if network == "unix" {
 		return listenUnix(address, r.ListenMode)
 	}
-	return net.Listen(network, address)
+	lc := net.ListenConfig{KeepAlive: tunnel.KeepAlive(address)}
+	return lc.Listen(context.Background(), network, address)
 }
 
 // listenUnix listens on a unix stream socket at path, a socket file with

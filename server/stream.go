@@ -134,8 +134,8 @@ func (s *Server) connect(ctx context.Context, sess *tunnel.Session, req tunnel.R
 	// regard to the destination, so under connection churn (TIME_WAIT) it
 	// ran out of ports ("bind: address already in use") in the
 	// connection-rate bench, where connect alone does not.
-	var d net.Dialer
 	network, address, _ := tunnel.SplitNetwork(route.Target) // checked by Validate
+	d := net.Dialer{KeepAlive: tunnel.KeepAlive(address)}
 	target, err := d.DialContext(dctx, network, address)
 	if err == nil && header != nil {
 		// One write, as the spec asks: receivers such as HAProxy read the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSplitNetwork(t *testing.T) {
@@ -34,6 +35,24 @@ func TestSplitNetwork(t *testing.T) {
 		}
 		if err != nil || network != tt.network || address != tt.address {
 			t.Errorf("SplitNetwork(%q) = %q, %q, %v; want %q, %q", tt.in, network, address, err, tt.network, tt.address)
+		}
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	for addr, want := range map[string]time.Duration{
+		"127.0.0.1:5432":        -1,
+		"127.9.9.9:1":           -1,
+		"[::1]:6379":            -1,
+		"[::ffff:127.0.0.1]:80": -1,
+		"localhost:5432":        -1,
+		"10.0.0.7:5432":         0,
+		"db.internal:5432":      0,
+		"[2001:db8::1]:5432":    0,
+		"/run/pg.sock":          0,
+	} {
+		if got := KeepAlive(addr); got != want {
+			t.Errorf("KeepAlive(%q) = %v, want %v", addr, got, want)
 		}
 	}
 }
