@@ -24,6 +24,7 @@ type Client struct {
 	guard     *tunnel.Guard
 	listeners []net.Listener
 	wg        sync.WaitGroup // accept loops and connection handlers
+	workers   tunnel.Workers // run connection handlers and their copiers
 }
 
 // New validates cfg and returns a client that is not yet listening.
@@ -163,6 +164,7 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.pool.Close()
 	conns.resetAll()
 	c.wg.Wait()
+	c.workers.Close()
 	c.log.Info("drained")
 	return nil
 }
@@ -183,11 +185,11 @@ func (c *Client) acceptLoop(ctx context.Context, ln net.Listener, route string, 
 		}
 		conns.add(conn)
 		c.wg.Add(1)
-		go func() {
+		c.workers.Go(func() {
 			defer c.wg.Done()
 			defer conns.remove(conn)
 			c.serveConn(ctx, conn, route)
-		}()
+		})
 	}
 }
 
@@ -242,6 +244,7 @@ func (c *Client) carry(log *slog.Logger, app net.Conn, st *tunnel.Stream, meter 
 			return nil
 		},
 		Sent: meter.Up, Received: meter.Down,
+		Go: c.workers.Go,
 	})
 	// Counted before the log line, so that whoever reads the line finds
 	// the stream in the metrics.

@@ -25,6 +25,8 @@ type Server struct {
 	sem   chan struct{} // handshake slots
 	guard *tunnel.Guard // re-verifies open sessions
 	fails *failureLog   // failed handshakes, logged without flooding
+	// workers run the streams; see tunnel.Workers.
+	workers tunnel.Workers
 
 	mu        sync.Mutex
 	sessions  map[*tunnel.Session]*liveSession
@@ -163,6 +165,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	s.drain()
 	s.wg.Wait()
+	s.workers.Close()
 	s.fails.flush() // what a flood left uncounted in the log, and its timer
 	s.mu.Lock()
 	s.stopped = true
@@ -286,14 +289,14 @@ func (s *Server) acceptStreams(ctx context.Context, sess *tunnel.Session, ls *li
 		}
 		s.mu.Unlock()
 		s.wg.Add(1)
-		go func() {
+		s.workers.Go(func() {
 			defer s.wg.Done()
 			s.serveStream(ctx, sess, st, release, log)
 			if release != nil {
 				release()
 			}
 			s.streamDone(sess, ls)
-		}()
+		})
 	}
 }
 

@@ -66,6 +66,7 @@ func (s *Server) serveStream(ctx context.Context, sess *tunnel.Session, st *tunn
 	res := tunnel.Join(target, st, tunnel.JoinConfig{
 		HalfCloseTimeout: s.cfg.HalfCloseTimeout, IdleTimeout: s.cfg.IdleTimeout,
 		Sent: meter.Down, Received: meter.Up,
+		Go: s.workers.Go,
 	})
 	release() // before the log line: a client that saw it may open the next stream
 	attrs := with("sent", res.Received, "received", res.Sent, "duration", time.Since(start).Round(time.Microsecond))

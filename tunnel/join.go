@@ -46,6 +46,9 @@ type JoinConfig struct {
 	// thus see a long-lived stream's traffic before it ends. They run on
 	// the copy path and must be cheap (an atomic add).
 	Sent, Received func(n int64)
+	// Go, if set, starts the second copier (Workers.Go); default a new
+	// goroutine.
+	Go func(func())
 }
 
 // JoinResult reports how a join ended.
@@ -79,7 +82,11 @@ func Join(local net.Conn, stream *Stream, cfg JoinConfig) JoinResult {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go up.run(&wg, up.endUp)
+	if cfg.Go != nil {
+		cfg.Go(func() { up.run(&wg, up.endUp) })
+	} else {
+		go up.run(&wg, up.endUp)
+	}
 	down.run(&wg, down.endDown)
 	wg.Wait()
 	local.Close()
