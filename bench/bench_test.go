@@ -230,3 +230,24 @@ func benchRun(t *testing.T, args ...string) (*results, string) {
 	}
 	return res, progress.String()
 }
+
+// TestSelectsAny: the ping helper is started when any head-of-line
+// workload is asked for, "head-of-line first" alone included (it was not,
+// and the bench crashed on a nil helper).
+func TestSelectsAny(t *testing.T) {
+	for list, want := range map[string]bool{
+		"":                          true,
+		"head":                      true,
+		"head-of-line first":        true,
+		"upload,head-of-line floor": true,
+		"upload,round":              false,
+	} {
+		var o options
+		if list != "" {
+			o.workloads = strings.Split(list, ",")
+		}
+		if got := o.selectsAny("head-of-line"); got != want {
+			t.Errorf("workloads %q: selectsAny(head-of-line) = %v, want %v", list, got, want)
+		}
+	}
+}

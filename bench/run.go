@@ -93,6 +93,14 @@ func (o options) selects(name string) bool {
 	return len(o.workloads) == 0 || slices.ContainsFunc(o.workloads, func(p string) bool { return strings.HasPrefix(name, p) })
 }
 
+// selectsAny reports whether some workload whose name starts with prefix
+// is selected: "head-of-line first" alone needs the ping helper too.
+func (o options) selectsAny(prefix string) bool {
+	return len(o.workloads) == 0 || slices.ContainsFunc(o.workloads, func(p string) bool {
+		return strings.HasPrefix(prefix, p) || strings.HasPrefix(p, prefix)
+	})
+}
+
 // phases groups the workloads; each phase starts fresh agents. Idle memory
 // goes alone and first: RSS growth is clearest on fresh agents, and holding
 // then dropping 10,000 connections leaves stunnel tearing down thousands of
@@ -205,7 +213,7 @@ func runBench(o options, progress io.Writer) (*results, error) {
 		defer pg.stop() // on the way out with an error; stopping twice is harmless
 	}
 	var ping *pingHelper
-	if o.selects("head-of-line") {
+	if o.selectsAny("head-of-line") {
 		// Started before the contenders: their configs name its echo server.
 		if ping, err = startPingHelper(); err != nil {
 			return nil, err
