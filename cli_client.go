@@ -59,7 +59,7 @@ func clientCommand() *cli.Command {
 			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
 			if c.Int("gomaxprocs") == 0 {
-				defer startProcsTuner(c.Context, log, 250*time.Millisecond)()
+				defer startProcsTuner(c.Context, log, 250*time.Millisecond, c.Int("bulk-nice"))()
 			}
 			wait := tl.start(c.Context, c, cl.Recheck)
 			defer wait()

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"github.com/mtunnel/mtunnel/tunnel"
 )
 
 // startProcsTuner runs the agent with GOMAXPROCS 1 while it needs less than
@@ -27,9 +29,17 @@ import (
 // core, and down after downAfter periods in a row under downAt; the gap
 // between the two keeps it from flapping. It does nothing when the
 // machine has one CPU or GOMAXPROCS was set in the environment.
-func startProcsTuner(ctx context.Context, log *slog.Logger, tick time.Duration) (stop func()) {
+//
+// It also judges, every tick, whether busy sessions run beside quiet ones
+// with streams, and then gives the busy ones a lower priority
+// (tunnel.JudgePriority) and the agent tunnel.LowPriorityProcs Ps, if
+// bulkNice is above 0 and this process may restore thread priorities.
+func startProcsTuner(ctx context.Context, log *slog.Logger, tick time.Duration, bulkNice int) (stop func()) {
 	if runtime.GOMAXPROCS(0) < 2 || os.Getenv("GOMAXPROCS") != "" {
 		return func() {}
+	}
+	if err := tunnel.SetBulkNice(bulkNice); err != nil {
+		log.Info("bulk sessions keep their thread priority", "err", err)
 	}
 	runtime.GOMAXPROCS(1)
 	ctx, cancel := context.WithCancel(ctx)
@@ -62,12 +72,20 @@ func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration) {
 		used, now := cpuTime(), time.Now()
 		cores := (used - last).Seconds() / now.Sub(at).Seconds()
 		last, at = used, now
-		if !s.step(cores) {
+		changed := s.step(cores)
+		if low := tunnel.JudgePriority(now, 0); low != s.low {
+			s.low, changed = low, true
+			log.Debug("bulk sessions at a lower priority", "sessions", low)
+		}
+		if !changed {
 			continue
 		}
-		if s.many {
+		switch {
+		case s.low > 0:
+			runtime.GOMAXPROCS(tunnel.LowPriorityProcs(runtime.NumCPU(), s.low))
+		case s.many:
 			runtime.SetDefaultGOMAXPROCS()
-		} else {
+		default:
 			runtime.GOMAXPROCS(1)
 		}
 		log.Debug("GOMAXPROCS changed", "gomaxprocs", runtime.GOMAXPROCS(0), "cores_used", cores)
@@ -77,6 +95,7 @@ func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration) {
 // procsState decides from the cores used in each period whether to run
 // with many Ps.
 type procsState struct {
+	low   int // busy sessions running at a lower priority (tunnel.JudgePriority)
 	many  bool
 	quiet int // periods in a row under procsDownAt
 }

@@ -46,6 +46,7 @@ type batchConn struct {
 	stop    chan struct{}
 	stopped sync.WaitGroup
 	closing sync.Once
+	prio    loopPriority // the flusher's (priority.go)
 }
 
 func newBatchConn(c net.Conn) *batchConn {
@@ -68,6 +69,7 @@ func (b *batchConn) flusher() {
 		case <-b.stop:
 			return
 		case <-b.kick:
+			b.prio.follow()
 			b.Flush()
 		}
 	}

@@ -56,6 +56,9 @@ type frameConn struct {
 	goAway       chan struct{}
 	gone         sync.Once     // closes goAway
 	reads        atomic.Uint64 // reads that returned data: the watchdog's proof of life
+	// The receive and send loops' priorities (priority.go): Read runs on
+	// yamux's receive loop only, Write on its send loop only.
+	rprio, wprio loopPriority
 }
 
 func newFrameConn(c net.Conn) *frameConn {
@@ -71,6 +74,7 @@ func (c *frameConn) complete(err error) error {
 }
 
 func (c *frameConn) Write(p []byte) (int, error) {
+	c.wprio.follow()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.waiting {
@@ -209,6 +213,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 	if n := c.injected(p); n > 0 {
 		return n, nil
 	}
+	c.rprio.follow()
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.reads.Add(1)

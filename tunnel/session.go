@@ -215,6 +215,8 @@ type Session struct {
 	// opened or accepted, and their bytes from the app towards the target
 	// (up) and back (down).
 	streams, up, down atomic.Int64
+	// low: this busy session's loops run at a lower priority (priority.go).
+	low *atomic.Bool
 
 	mu   sync.Mutex
 	live map[*Stream]struct{} // streams not yet finished, for wakeStreams
@@ -440,9 +442,12 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	if client {
 		open = yamux.Client
 	}
+	low := new(atomic.Bool)
+	batch.prio.flag = low
 	batch.enable()
 	fc := newFrameConn(tconn)
 	fc.flush = batch.frameDone
+	fc.rprio.flag, fc.wprio.flag = low, low
 	ys, err := open(fc, sc.yamux())
 	if err != nil {
 		tconn.Close()
@@ -460,7 +465,9 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		RecvBuffer:  sizeRecvBuffer(batch.Conn, sc.RecvBuffer),
 		conn:        fc,
 		client:      client,
+		low:         low,
 	}
+	trackPriority(s)
 	every, timeout := sc.keepAlive()
 	go newWatchdog(s, every, timeout).run(every, timeout)
 	// Its own goroutine: yamux closes the shutdown channel first and then
@@ -469,6 +476,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	// streams meanwhile.
 	go func() {
 		<-s.CloseChan()
+		untrackPriority(s)
 		s.wakeStreams()
 	}()
 	go s.retire(sc.MaxLifetime, cmp.Or(sc.LifetimeGrace, defaultGrace))

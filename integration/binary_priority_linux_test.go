@@ -1,0 +1,214 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestBulkNiceBinary: while bulk streams and a talking quiet stream share
+// the agents, both agents run the bulk sessions' loops on threads with
+// --bulk-nice's nice value (tunnel/priority.go), and every thread has its
+// priority back once the bulk has ended. Every byte echoes intact
+// throughout. (What it buys, the head-of-line round trip, is measured in
+// make bench, not here.)
+func TestBulkNiceBinary(t *testing.T) {
+	k := newBinPKI(t, t.TempDir())
+	target := backend(t, echo)
+	common := []string{"--bulk-nice", "7", "--keepalive", "1s"}
+	server := startAgent(t, "server", nil, append(k.serverArgs("127.0.0.1:0", target), common...)...)
+	serverAddr := server.listening(t)
+	client := startAgent(t, "client", nil, append(append(k.clientArgs(serverAddr), common...), "--sessions", "2")...)
+	local := client.listening(t)
+	client.waitLogN(t, 2, "session established", "server", serverAddr)
+	agents := []*childProc{client, server}
+	if err := lowThreadsSupported(); err != nil {
+		t.Skip(err)
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	// One bulk stream (the echo sends every byte back) takes one of the two
+	// sessions; the ping, opened next, takes the other: the pool puts a
+	// new stream on a quiet session first, then on the one with fewer
+	// streams.
+	b, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { errs <- bulkEcho(b, stop) })
+	if err := echoCheck(t, local, 64); err != nil { // the bulk stream is open by now
+		t.Fatal(err)
+	}
+	p, err := net.Dial("tcp", local)
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		t.Fatal(err)
+	}
+	wg.Go(func() { errs <- pingEcho(p, stop) })
+
+	lowered := func(want bool) error {
+		for _, a := range agents {
+			n, err := threadsWithNice(a.cmd.Process.Pid, 7)
+			if err != nil {
+				return err
+			}
+			if (n > 0) != want {
+				return fmt.Errorf("%s agent: %d threads at nice 7", a.name, n)
+			}
+		}
+		return nil
+	}
+	if err := waitFor(30*time.Second, func() error { return lowered(true) }); err != nil {
+		close(stop)
+		wg.Wait()
+		t.Fatalf("bulk beside a talking quiet stream, no lowered threads in both agents: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A lowered loop restores its thread at its next frame: the keepalive
+	// (1 s here) brings one.
+	if err := waitFor(30*time.Second, func() error { return lowered(false) }); err != nil {
+		t.Fatalf("after the bulk ended: %v", err)
+	}
+}
+
+// bulkEcho writes 32 KiB chunks until stop, reading the echo back beside
+// it and checking every byte.
+func bulkEcho(c net.Conn, stop <-chan struct{}) error {
+	defer c.Close()
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 2<<10)
+	var sent int64
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, len(chunk))
+		var got int64
+		for {
+			n, err := io.ReadFull(c, buf[:min(len(buf), len(chunk))])
+			for i := range n {
+				if buf[i] != chunk[(got+int64(i))%int64(len(chunk))] {
+					done <- fmt.Errorf("bulk echo: byte %d differs", got+int64(i))
+					return
+				}
+			}
+			got += int64(n)
+			if err != nil {
+				done <- nil // closed by the writer below
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-stop:
+			c.(*net.TCPConn).CloseWrite()
+			return <-done
+		case err := <-done:
+			return fmt.Errorf("bulk echo ended early after %d bytes sent: %v", sent, err)
+		default:
+		}
+		n, err := c.Write(chunk)
+		sent += int64(n)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// pingEcho sends 64-byte messages one at a time until stop, checking each
+// echo.
+func pingEcho(c net.Conn, stop <-chan struct{}) error {
+	defer c.Close()
+	msg, got := make([]byte, 64), make([]byte, 64)
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		copy(msg, fmt.Sprintf("ping %d", i))
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			return fmt.Errorf("ping %d: %w", i, err)
+		}
+		if !bytes.Equal(got, msg) {
+			return fmt.Errorf("ping %d came back as %q", i, got)
+		}
+	}
+}
+
+// threadsWithNice counts pid's threads whose nice value is nice
+// (/proc/PID/task/TID/stat, field 19).
+func threadsWithNice(pid, nice int) (int, error) {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		return 0, fmt.Errorf("threads of %d: %v", pid, err)
+	}
+	n := 0
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended
+		}
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 16 {
+			if v, _ := strconv.Atoi(fields[16]); v == nice {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// waitFor polls cond until it returns nil or limit passes.
+func waitFor(limit time.Duration, cond func() error) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := cond()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond) // a polling interval
+	}
+}
+
+// lowThreadsSupported tells whether this process (and so the agents it
+// starts, as the same user) may lower a thread's priority and restore it,
+// which --bulk-nice needs.
+func lowThreadsSupported() error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // not unlocked: the thread ends with the goroutine
+		tid := unix.Gettid()
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 1); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Setpriority(unix.PRIO_PROCESS, tid, 0)
+	}()
+	if err := <-errc; err != nil {
+		return fmt.Errorf("--bulk-nice needs root or CAP_SYS_NICE to restore thread priorities: %v", err)
+	}
+	return nil
+}
