@@ -42,8 +42,20 @@ func TestSystemdUnits(t *testing.T) {
 					t.Errorf("%s lacks %q", name, line)
 				}
 			}
-			if !regexp.MustCompile(`(?m)^CapabilityBoundingSet=$`).MatchString(unit) {
-				t.Errorf("%s: CapabilityBoundingSet must be empty", name)
+			// CAP_SYS_NICE and nothing else: --bulk-nice gives threads
+			// their priority back with it.
+			for _, key := range []string{"CapabilityBoundingSet", "AmbientCapabilities"} {
+				if !regexp.MustCompile(`(?m)^` + key + `=CAP_SYS_NICE$`).MatchString(unit) {
+					t.Errorf("%s: %s must be CAP_SYS_NICE alone", name, key)
+				}
+			}
+			// The filter denies @resources, which holds setpriority: the
+			// agent calls it at start (--bulk-nice), and a denied call
+			// must fail, not kill the agent.
+			for _, line := range []string{"SystemCallFilter=setpriority", "SystemCallErrorNumber=EPERM"} {
+				if !strings.Contains(unit, "\n"+line+"\n") {
+					t.Errorf("%s lacks %q", name, line)
+				}
 			}
 			start := regexp.MustCompile(`(?m)^ExecStart=(\S+) (server|client) --config (\S+)$`).FindStringSubmatch(unit)
 			if start == nil {
