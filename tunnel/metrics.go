@@ -79,7 +79,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessionsOpen, m.sessionsEstablished, m.sessionsEnded, m.handshakeFailures,
-			m.handshakeSeconds, m.streamOpenSeconds, m.reconnects, routeCollector{m})
+			m.handshakeSeconds, m.streamOpenSeconds, m.reconnects, routeCollector{m},
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mtunnel_sessions_lowered",
+				Help: "Busy sessions whose loops run on threads at a lower priority now, because quiet streams talk beside them (--bulk-nice).",
+			}, func() float64 { return float64(priority.lowered.Load()) }))
 	}
 	return m
 }

@@ -34,6 +34,7 @@ var priority struct {
 	sessions map[*Session]uint64 // bytes moved at the last judgement
 	at       time.Time
 	nice     atomic.Int32 // nice value of lowered threads; 0: feature off
+	lowered  atomic.Int32 // sessions marked low by the last judgement (metric)
 }
 
 func trackPriority(s *Session) {
@@ -100,11 +101,13 @@ func JudgePriority(now time.Time, rate float64) int {
 		s.low.Store(false)
 	}
 	if !on || !quiet {
+		priority.lowered.Store(0)
 		return 0
 	}
 	for _, s := range busy {
 		s.low.Store(true)
 	}
+	priority.lowered.Store(int32(len(busy)))
 	return len(busy)
 }
 

@@ -2,6 +2,8 @@ package tunnel
 
 import (
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"testing"
 	"time"
 )
@@ -36,6 +38,9 @@ func TestJudgePriority(t *testing.T) {
 	if step(2, 1<<20, 64, 1) != 2 || !bulk.low.Load() || !bulk2.low.Load() || quiet.low.Load() {
 		t.Fatalf("talking quiet stream: low = %v %v %v, want true true false", bulk.low.Load(), bulk2.low.Load(), quiet.low.Load())
 	}
+	if got := loweredMetric(t); got != 2 {
+		t.Fatalf("mtunnel_sessions_lowered = %v, want 2", got)
+	}
 	// The bulk ends: all back.
 	if step(3, 10, 64, 1) != 0 || bulk.low.Load() || bulk2.low.Load() {
 		t.Fatal("still lowered after the bulk ended")
@@ -45,4 +50,22 @@ func TestJudgePriority(t *testing.T) {
 	if step(4, 1<<20, 64, 1) != 0 || bulk.low.Load() {
 		t.Fatal("lowered with the feature off")
 	}
+}
+
+// loweredMetric reads mtunnel_sessions_lowered from a fresh Metrics.
+func loweredMetric(t *testing.T) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	NewMetrics(reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "mtunnel_sessions_lowered" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("mtunnel_sessions_lowered is not registered")
+	return 0
 }
