@@ -26,13 +26,17 @@ import (
 func TestBulkNiceBinary(t *testing.T) {
 	k := newBinPKI(t, t.TempDir())
 	target := backend(t, echo)
-	common := []string{"--bulk-nice", "7", "--keepalive", "1s"}
+	common := []string{"--bulk-nice", "7", "--keepalive", "1s", "--admin", "127.0.0.1:0"}
 	server := startAgent(t, "server", nil, append(k.serverArgs("127.0.0.1:0", target), common...)...)
 	serverAddr := server.listening(t)
 	client := startAgent(t, "client", nil, append(append(k.clientArgs(serverAddr), common...), "--sessions", "2")...)
 	local := client.listening(t)
 	client.waitLogN(t, 2, "session established", "server", serverAddr)
 	agents := []*childProc{client, server}
+	admins := map[*childProc]string{}
+	for _, a := range agents {
+		admins[a] = "http://" + a.waitLog(t, "admin listening").attrs["addr"] + "/metrics"
+	}
 	if err := lowThreadsSupported(); err != nil {
 		t.Skip(err)
 	}
@@ -60,6 +64,9 @@ func TestBulkNiceBinary(t *testing.T) {
 	}
 	wg.Go(func() { errs <- pingEcho(p, stop) })
 
+	// Lowered: threads at nice 7, the metric, and GOMAXPROCS at one per
+	// CPU plus three per lowered session. Back: no thread at nice 7 and
+	// the metric at 0.
 	lowered := func(want bool) error {
 		for _, a := range agents {
 			n, err := threadsWithNice(a.cmd.Process.Pid, 7)
@@ -68,6 +75,15 @@ func TestBulkNiceBinary(t *testing.T) {
 			}
 			if (n > 0) != want {
 				return fmt.Errorf("%s agent: %d threads at nice 7", a.name, n)
+			}
+			m := scrape(t, admins[a])
+			low, _ := m.value("mtunnel_sessions_lowered")
+			procs, _ := m.value("go_sched_gomaxprocs_threads")
+			switch {
+			case want && (low < 1 || int(procs) != runtime.NumCPU()+3*int(low)):
+				return fmt.Errorf("%s agent: mtunnel_sessions_lowered %v, GOMAXPROCS %v; want >= 1 and %d CPUs + 3 each", a.name, low, procs, runtime.NumCPU())
+			case !want && low != 0:
+				return fmt.Errorf("%s agent: mtunnel_sessions_lowered %v", a.name, low)
 			}
 		}
 		return nil

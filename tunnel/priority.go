@@ -27,7 +27,7 @@ import (
 // thread switch. Bulk throughput beside quiet streams drops (see README),
 // and a transfer with no quiet stream beside it is left alone.
 
-// priorityState is the process-wide view: every live session, and how
+// priority is the process-wide view: every live session, and how
 // much each had moved at the last judgement.
 var priority struct {
 	mu       sync.Mutex
@@ -85,30 +85,30 @@ func JudgePriority(now time.Time, rate float64) int {
 	d := now.Sub(priority.at)
 	priority.at = now
 	on := priority.nice.Load() > 0 && d > 0 && d <= busyStale
-	var busy []*Session
+	busy := map[*Session]bool{}
 	quiet := false
 	for s, seen := range priority.sessions {
 		moved := uint64(s.up.Load() + s.down.Load())
 		priority.sessions[s] = moved
 		switch {
 		case float64(moved-seen) > rate*d.Seconds():
-			busy = append(busy, s)
+			busy[s] = true
 		case moved > seen && s.streams.Load() > 0:
 			quiet = true // streams that talk, slowly: what bulk data would hold up
 		}
 	}
+	low := on && quiet
+	n := 0
 	for s := range priority.sessions {
-		s.low.Store(false)
+		// One store each: a loop that looks in between must not see its
+		// flag drop and come back (a thread switch and two setpriority).
+		s.low.Store(low && busy[s])
+		if low && busy[s] {
+			n++
+		}
 	}
-	if !on || !quiet {
-		priority.lowered.Store(0)
-		return 0
-	}
-	for _, s := range busy {
-		s.low.Store(true)
-	}
-	priority.lowered.Store(int32(len(busy)))
-	return len(busy)
+	priority.lowered.Store(int32(n))
+	return n
 }
 
 // LowPriorityProcs is GOMAXPROCS while lowered sessions run: a P for each
