@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -212,6 +213,72 @@ func TestReport(t *testing.T) {
 	}
 	if r := ratios(res, res.Figures[0]); len(r) != 2 || math.Abs(r[1].value-5) > 1e-9 {
 		t.Errorf("ratios: %+v", r)
+	}
+}
+
+// TestBaselineRatios: with -baseline, each contender of the measured build
+// is compared with its counterpart of the baseline build, and the
+// baseline's contenders with direct and stunnel only.
+func TestBaselineRatios(t *testing.T) {
+	res := &results{
+		Contenders: []string{"mtunnel", "mtunnel-base", "mtunnel-gmp3", "mtunnel-base-gmp3", "stunnel"},
+		Figures: []figureSamples{{figure{Key: "up-8", Label: "upload", Unit: "MB/s", Higher: true},
+			map[string][]float64{"mtunnel": {110}, "mtunnel-base": {100}, "mtunnel-gmp3": {90}, "mtunnel-base-gmp3": {120}, "stunnel": {50}}}},
+	}
+	got := map[string]float64{}
+	for _, r := range ratios(res, res.Figures[0]) {
+		got[r.mt+"/"+r.ref] = r.value
+	}
+	want := map[string]float64{
+		"mtunnel/stunnel": 2.2, "mtunnel/mtunnel-base": 1.1,
+		"mtunnel-gmp3/stunnel": 1.8, "mtunnel-gmp3/mtunnel-base-gmp3": 0.75,
+		"mtunnel-base/stunnel": 2, "mtunnel-base-gmp3/stunnel": 2.4,
+	}
+	if len(got) != len(want) {
+		t.Errorf("got ratios %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if math.Abs(got[k]-v) > 1e-9 {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+// TestBaselineAgents measures a build against itself as the -baseline:
+// both run as contenders in the same round.
+func TestBaselineAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds mtunnel and starts agents")
+	}
+	bin, err := mtunnelBinary("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, progress := benchRun(t, "-mtunnel", bin, "-baseline", bin, "-contenders", "mtunnel", "-rounds", "1",
+		"-pings", "200", "-workloads", "round")
+	if len(res.Errors) > 0 || len(res.Shutdown) > 0 {
+		t.Errorf("errors: %+v; shutdown: %q\n%s", res.Errors, res.Shutdown, progress)
+	}
+	if !slices.Equal(res.Contenders, []string{"mtunnel", baseName}) {
+		t.Errorf("contenders %q", res.Contenders)
+	}
+	found := false
+	for _, f := range res.Figures {
+		if f.Key != "rtt-p50" {
+			continue
+		}
+		found = true
+		for _, name := range res.Contenders {
+			if got := f.Samples[name]; len(got) != 1 || !(got[0] > 0) {
+				t.Errorf("%s %s: want one positive sample, got %v", name, f.Key, got)
+			}
+		}
+	}
+	if !found {
+		t.Error("no round-trip figure")
+	}
+	if !strings.Contains(renderTable(res), "mtunnel/mtunnel-base") {
+		t.Errorf("no baseline ratio column:\n%s", renderTable(res))
 	}
 }
 

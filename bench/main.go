@@ -67,6 +67,7 @@ func parseFlags(args []string) (options, error) {
 	out := fs.String("out", "bench/results", "`DIR` for latest.json, latest.svg and latest.txt")
 	mt := fs.String("mtunnel", "", "mtunnel binary `PATH` (default: go build the module into a temp dir)")
 	st := fs.String("stunnel", "stunnel4", "stunnel binary")
+	base := fs.String("baseline", "", "a second mtunnel binary `PATH`, measured in the same rounds as contender mtunnel-base (an A/B of two builds)")
 	sessions := fs.Int("sessions", 0, "--sessions for the mtunnel client agent (0: its default)")
 	gmp := fs.String("gomaxprocs", "", "GOMAXPROCS of the mtunnel agents; a comma list (e.g. 0,1) measures one mtunnel per value, 0 = runtime default")
 	only := fs.String("contenders", "direct,mtunnel,stunnel", "comma list of contenders to measure")
@@ -79,7 +80,7 @@ func parseFlags(args []string) (options, error) {
 		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	o := options{rounds: *rounds, duration: *duration, idle: *idle, burst: *burst, pings: *pings, workers: *workers,
-		out: *out, mtunnel: *mt, stunnel: *st, sessions: *sessions, contenders: strings.Split(*only, ",")}
+		out: *out, mtunnel: *mt, baseline: *base, stunnel: *st, sessions: *sessions, contenders: strings.Split(*only, ",")}
 	if *quick {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -30,14 +30,20 @@ type ratio struct {
 	available bool
 }
 
-// ratios pairs every mtunnel contender with direct and stunnel.
+// ratios pairs every mtunnel contender with direct and stunnel, and each
+// contender of the measured build with its counterpart of the -baseline
+// build (mtunnel-gmp3 with mtunnel-base-gmp3).
 func ratios(res *results, f figureSamples) []ratio {
 	var out []ratio
 	for _, mt := range res.Contenders {
 		if !strings.HasPrefix(mt, "mtunnel") {
 			continue
 		}
-		for _, ref := range []string{"direct", "stunnel"} {
+		refs := []string{"direct", "stunnel"}
+		if !strings.HasPrefix(mt, baseName) {
+			refs = append(refs, strings.Replace(mt, "mtunnel", baseName, 1))
+		}
+		for _, ref := range refs {
 			if !slices.Contains(res.Contenders, ref) {
 				continue
 			}

@@ -25,6 +25,7 @@ type options struct {
 	workers    int           // connection-rate workers
 	out        string
 	mtunnel    string // built binary; "" builds one
+	baseline   string // a second binary, measured as mtunnel-base; "": none
 	stunnel    string
 	sessions   int
 	gomaxprocs []int // one mtunnel contender per value; 0: runtime default
@@ -340,6 +341,14 @@ func prepare(o options, tmp string, progress io.Writer) ([]spec, map[string]any,
 			return nil, nil, err
 		}
 		o.mtunnel = bin
+		if o.baseline != "" {
+			if o.baseline, err = filepath.Abs(o.baseline); err != nil {
+				return nil, nil, err
+			}
+			v, _ := exec.Command(o.baseline, "version").Output()
+			meta["mtunnel_base"] = strings.TrimSpace(string(v))
+			meta["mtunnel_base_bin"] = o.baseline
+		}
 	}
 	for _, name := range o.contenders {
 		switch name {
@@ -391,12 +400,24 @@ func mtunnelSpecs(o options, k pki, dir string) []spec {
 			name += "-gmp" + strconv.Itoa(p)
 		}
 		s := mtunnelSpec{bin: o.mtunnel, pki: k, dir: dir, sessions: o.sessions, gomaxprocs: p, flagOK: check}
-		logs := newLogStats()
-		specs = append(specs, spec{name, logs, func(target, echo string) (*contender, error) {
-			return startMtunnel(name, s, target, echo, logs)
-		}})
+		specs = append(specs, mtunnelContender(name, s))
+		if o.baseline != "" {
+			b := s
+			b.bin, b.flagOK = o.baseline, flagChecker(o.baseline)
+			specs = append(specs, mtunnelContender(strings.Replace(name, "mtunnel", baseName, 1), b))
+		}
 	}
 	return specs
+}
+
+// baseName names the -baseline binary's contender.
+const baseName = "mtunnel-base"
+
+func mtunnelContender(name string, s mtunnelSpec) spec {
+	logs := newLogStats()
+	return spec{name, logs, func(target, echo string) (*contender, error) {
+		return startMtunnel(name, s, target, echo, logs)
+	}}
 }
 
 // mtunnelBinary returns path if given, else builds the module's command
