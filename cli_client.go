@@ -26,7 +26,6 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "server-name", Usage: "name every server certificate must carry (default: the host of each --server)", EnvVars: env("SERVER_NAME")},
 			&cli.StringFlag{Name: "route", Value: "default", Usage: "route `NAME` on the server for --listen", EnvVars: env("ROUTE")},
 			&cli.IntFlag{Name: "sessions", Usage: "sessions kept open to the server; streams go to the least loaded", DefaultText: "CPUs, at least 2", EnvVars: env("SESSIONS")},
-			&cli.StringFlag{Name: "busy-rate", Usage: "traffic (bytes a second, both ways) above which a session counts as busy: new connections go to a quiet session, or a spare one is dialled; off: never busy", DefaultText: "10MiB", EnvVars: env("BUSY_RATE")},
 			&cli.DurationFlag{Name: "connect-wait", Usage: "how long a new connection waits for a session before a reset", DefaultText: "10s", EnvVars: env("CONNECT_WAIT")},
 			&cli.DurationFlag{Name: "reconnect-max", Usage: "longest delay between redials of a server that is down", DefaultText: "30s; waiting connections cut it to 1s", EnvVars: env("RECONNECT_MAX")},
 		}),
@@ -59,7 +58,8 @@ func clientCommand() *cli.Command {
 			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
 			if c.Int("gomaxprocs") == 0 {
-				defer startProcsTuner(c.Context, log, 250*time.Millisecond, c.Int("bulk-nice"))()
+				busy, _ := busyRateFlag(c.String("busy-rate")) // checked in setup
+				defer startProcsTuner(c.Context, log, 250*time.Millisecond, c.Int("bulk-nice"), busy)()
 			}
 			wait := tl.start(c.Context, c, cl.Recheck)
 			defer wait()

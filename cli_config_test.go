@@ -692,10 +692,22 @@ func TestBusyRateFlag(t *testing.T) {
 			t.Errorf("--busy-rate %q: BusyRate %d, %v; want %d", v, cfg.BusyRate, err, want)
 		}
 	}
+	srvArgs := slices.Concat([]string{"--listen", ":1", "--target", "db:1", "--allow-all"}, newPKI(t).flags("server-flag"))
 	for _, v := range []string{"fast", "0", "-1MiB"} {
 		_, err := resolveClient(t, slices.Concat(args, []string{"--busy-rate", v}))
 		if err == nil || !strings.Contains(err.Error(), "--busy-rate") {
 			t.Errorf("--busy-rate %q: error %v, want one naming the flag", v, err)
+		}
+		// The server has it too, for its priorities (--bulk-nice).
+		_, err = resolveServer(t, slices.Concat(srvArgs, []string{"--busy-rate", v}))
+		var ce *configError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "--busy-rate") {
+			t.Errorf("server --busy-rate %q: error %v, want a configuration error naming the flag", v, err)
+		}
+	}
+	for _, v := range []string{"off", "1MiB"} {
+		if _, err := resolveServer(t, slices.Concat(srvArgs, []string{"--busy-rate", v})); err != nil {
+			t.Errorf("server --busy-rate %q: %v", v, err)
 		}
 	}
 }

@@ -34,9 +34,14 @@ import (
 // with streams, and then gives the busy ones a lower priority
 // (tunnel.JudgePriority) and the agent tunnel.LowPriorityProcs Ps, if
 // bulkNice is above 0 and this process may restore thread priorities.
-func startProcsTuner(ctx context.Context, log *slog.Logger, tick time.Duration, bulkNice int) (stop func()) {
+// busyRate is --busy-rate: bytes a second above which a session is busy;
+// 0: tunnel.DefaultBusyRate; negative (off): no session is ever busy.
+func startProcsTuner(ctx context.Context, log *slog.Logger, tick time.Duration, bulkNice int, busyRate int64) (stop func()) {
 	if runtime.GOMAXPROCS(0) < 2 || os.Getenv("GOMAXPROCS") != "" {
 		return func() {}
+	}
+	if busyRate < 0 {
+		bulkNice = 0 // nothing is busy, so nothing is lowered
 	}
 	if err := tunnel.SetBulkNice(bulkNice); err != nil {
 		log.Info("bulk sessions keep their thread priority", "err", err)
@@ -46,7 +51,7 @@ func startProcsTuner(ctx context.Context, log *slog.Logger, tick time.Duration, 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tuneProcs(ctx, log, tick)
+		tuneProcs(ctx, log, tick, float64(max(busyRate, 0)))
 	}()
 	return func() { cancel(); <-done }
 }
@@ -57,7 +62,7 @@ const (
 	procsDownAfter = 8    // quiet periods in a row before going back to one P
 )
 
-func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration) {
+func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration, busyRate float64) {
 	defer runtime.SetDefaultGOMAXPROCS()
 	var s procsState
 	last, at := cpuTime(), time.Now()
@@ -73,7 +78,7 @@ func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration) {
 		cores := (used - last).Seconds() / now.Sub(at).Seconds()
 		last, at = used, now
 		changed := s.step(cores)
-		if low := tunnel.JudgePriority(now, 0); low != s.low {
+		if low := tunnel.JudgePriority(now, busyRate); low != s.low {
 			s.low, changed = low, true
 			log.Debug("bulk sessions at a lower priority", "sessions", low)
 		}

@@ -51,7 +51,7 @@ func TestProcsTuner(t *testing.T) {
 	}
 	want := runtime.GOMAXPROCS(0)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	stop := startProcsTuner(context.Background(), log, 20*time.Millisecond, 0)
+	stop := startProcsTuner(context.Background(), log, 20*time.Millisecond, 0, 0)
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		stop()
 		t.Fatalf("GOMAXPROCS after start = %d, want 1", got)

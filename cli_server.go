@@ -39,7 +39,8 @@ func tlsFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "keepalive-timeout", Usage: "then close the session if nothing arrives for this much longer: a vanished peer is found within keepalive + timeout", DefaultText: "15s", EnvVars: env("KEEPALIVE_TIMEOUT")},
 		&cli.DurationFlag{Name: "max-lifetime", Usage: "replace a session after this long so that peers authenticate again", DefaultText: "0: only before the peer certificate expires", EnvVars: env("MAX_LIFETIME")},
 		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once; 0: adaptive, 1 while the agent needs less than about a core (lower latency per message) and one per CPU above that", DefaultText: "0", EnvVars: env("GOMAXPROCS")},
-		&cli.IntFlag{Name: "bulk-nice", Value: 10, Usage: "while a busy session (over 10 MiB/s) and a quiet one with streams share the agent, run the busy one's loops on threads of this nice value (1-19), so that small messages are not stuck behind bulk data; 0: off. Needs --gomaxprocs 0 and, to give threads their priority back, root or CAP_SYS_NICE", EnvVars: env("BULK_NICE")},
+		&cli.StringFlag{Name: "busy-rate", Usage: "traffic (bytes a second, both ways) above which a session counts as busy: the client puts new connections on a quiet session or dials a spare, and both agents lower a busy session's priority (--bulk-nice); off: never busy", DefaultText: "10MiB", EnvVars: env("BUSY_RATE")},
+		&cli.IntFlag{Name: "bulk-nice", Value: 10, Usage: "while a busy session (over --busy-rate) and a quiet one with streams share the agent, run the busy one's loops on threads of this nice value (1-19), so that small messages are not stuck behind bulk data; 0: off. Needs --gomaxprocs 0 and, to give threads their priority back, root or CAP_SYS_NICE", EnvVars: env("BULK_NICE")},
 	)
 }
 
@@ -91,7 +92,8 @@ func serverCommand() *cli.Command {
 			defer stopAdmin()
 			defer startTrimmer(c.Context, 2*time.Second)()
 			if c.Int("gomaxprocs") == 0 {
-				defer startProcsTuner(c.Context, log, 250*time.Millisecond, c.Int("bulk-nice"))()
+				busy, _ := busyRateFlag(c.String("busy-rate")) // checked in setup
+				defer startProcsTuner(c.Context, log, 250*time.Millisecond, c.Int("bulk-nice"), busy)()
 			}
 			wait := tl.start(c.Context, c, srv.Recheck)
 			defer wait()
@@ -133,6 +135,9 @@ func serverSetup(c *cli.Context) (server.Config, *agentTLS, *adminEndpoint, erro
 	}
 	sess, err := sessionFlags(c)
 	if err != nil {
+		return fail(err)
+	}
+	if _, err := busyRateFlag(c.String("busy-rate")); err != nil { // read again by the procs tuner
 		return fail(err)
 	}
 	listen := pick(c, "listen", f.Listen, file, "listen")

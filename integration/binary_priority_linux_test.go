@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,16 +24,27 @@ import (
 // priority back once the bulk has ended. Every byte echoes intact
 // throughout. (What it buys, the head-of-line round trip, is measured in
 // make bench, not here.)
-func TestBulkNiceBinary(t *testing.T) {
+func TestBulkNiceBinary(t *testing.T) { testBulkNice(t, nil) }
+
+// TestBusyRateOffBinary: with --busy-rate off the server agent counts no
+// session as busy and so lowers none, while the client, at the default
+// rate, lowers its bulk session as in TestBulkNiceBinary. The server
+// must stay unlowered for 2 s (eight of its judgements) once the client
+// has lowered; both judge the same traffic, so a server that ignored the
+// flag would lower within a judgement or two of the client.
+func TestBusyRateOffBinary(t *testing.T) { testBulkNice(t, []string{"--busy-rate", "off"}) }
+
+func testBulkNice(t *testing.T, serverExtra []string) {
 	k := newBinPKI(t, t.TempDir())
 	target := backend(t, echo)
 	common := []string{"--bulk-nice", "7", "--keepalive", "1s", "--admin", "127.0.0.1:0"}
-	server := startAgent(t, "server", nil, append(k.serverArgs("127.0.0.1:0", target), common...)...)
+	server := startAgent(t, "server", nil, slices.Concat(k.serverArgs("127.0.0.1:0", target), common, serverExtra)...)
 	serverAddr := server.listening(t)
 	client := startAgent(t, "client", nil, append(append(k.clientArgs(serverAddr), common...), "--sessions", "2")...)
 	local := client.listening(t)
 	client.waitLogN(t, 2, "session established", "server", serverAddr)
 	agents := []*childProc{client, server}
+	lowers := map[*childProc]bool{client: true, server: serverExtra == nil}
 	admins := map[*childProc]string{}
 	for _, a := range agents {
 		admins[a] = "http://" + a.waitLog(t, "admin listening").attrs["addr"] + "/metrics"
@@ -67,8 +79,9 @@ func TestBulkNiceBinary(t *testing.T) {
 	// Lowered: threads at nice 7, the metric, and GOMAXPROCS at one per
 	// CPU plus three per lowered session. Back: no thread at nice 7 and
 	// the metric at 0.
-	lowered := func(want bool) error {
+	lowered := func(busy bool) error {
 		for _, a := range agents {
+			want := busy && lowers[a]
 			n, err := threadsWithNice(a.cmd.Process.Pid, 7)
 			if err != nil {
 				return err
@@ -91,7 +104,21 @@ func TestBulkNiceBinary(t *testing.T) {
 	if err := waitFor(30*time.Second, func() error { return lowered(true) }); err != nil {
 		close(stop)
 		wg.Wait()
-		t.Fatalf("bulk beside a talking quiet stream, no lowered threads in both agents: %v", err)
+		t.Fatalf("bulk beside a talking quiet stream: %v", err)
+	}
+	if !lowers[server] { // an observation window: the server must not follow
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			n, err := threadsWithNice(server.cmd.Process.Pid, 7)
+			low, _ := scrape(t, admins[server]).value("mtunnel_sessions_lowered")
+			if err == nil && (n > 0 || low != 0) {
+				err = fmt.Errorf("%d threads at nice 7, mtunnel_sessions_lowered %v", n, low)
+			}
+			if err != nil {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("with the server at --busy-rate off: %v", err)
+			}
+		}
 	}
 	close(stop)
 	wg.Wait()
