@@ -82,12 +82,15 @@ func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration, busyRa
 			s.low, changed = low, true
 			log.Debug("bulk sessions at a lower priority", "sessions", low)
 		}
+		if c := tunnel.LoweredCopiers(); c != s.copiers {
+			s.copiers, changed = c, true
+		}
 		if !changed {
 			continue
 		}
 		switch {
-		case s.low > 0:
-			runtime.GOMAXPROCS(tunnel.LowPriorityProcs(runtime.NumCPU(), s.low))
+		case s.low > 0 || s.copiers > 0:
+			runtime.GOMAXPROCS(tunnel.LowPriorityProcs(runtime.NumCPU(), s.low, s.copiers))
 		case s.many:
 			runtime.SetDefaultGOMAXPROCS()
 		default:
@@ -100,9 +103,10 @@ func tuneProcs(ctx context.Context, log *slog.Logger, tick time.Duration, busyRa
 // procsState decides from the cores used in each period whether to run
 // with many Ps.
 type procsState struct {
-	low   int // busy sessions running at a lower priority (tunnel.JudgePriority)
-	many  bool
-	quiet int // periods in a row under procsDownAt
+	low     int // busy sessions running at a lower priority (tunnel.JudgePriority)
+	copiers int // copiers running at a lower priority (tunnel.LoweredCopiers)
+	many    bool
+	quiet   int // periods in a row under procsDownAt
 }
 
 func (s *procsState) step(cores float64) (changed bool) {

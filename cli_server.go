@@ -40,7 +40,7 @@ func tlsFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "max-lifetime", Usage: "replace a session after this long so that peers authenticate again", DefaultText: "0: only before the peer certificate expires", EnvVars: env("MAX_LIFETIME")},
 		&cli.IntFlag{Name: "gomaxprocs", Usage: "OS threads running Go code at once; 0: adaptive, 1 while the agent needs less than about a core (lower latency per message) and one per CPU above that", DefaultText: "0", EnvVars: env("GOMAXPROCS")},
 		&cli.StringFlag{Name: "busy-rate", Usage: "traffic (bytes a second, both ways) above which a session counts as busy: the client puts new connections on a quiet session or dials a spare, and both agents lower a busy session's priority (--bulk-nice); off: never busy", DefaultText: "10MiB", EnvVars: env("BUSY_RATE")},
-		&cli.IntFlag{Name: "bulk-nice", Value: 10, Usage: "while a busy session (over --busy-rate) and a quiet one with streams share the agent, run the busy one's loops on threads of this nice value (1-19), so that small messages are not stuck behind bulk data; 0: off. Needs --gomaxprocs 0 and, to give threads their priority back, root or CAP_SYS_NICE", EnvVars: env("BULK_NICE")},
+		&cli.IntFlag{Name: "bulk-nice", Value: 10, Usage: "while a busy session (over --busy-rate) and a quiet one with streams share the agent, run the busy one's loops on threads of this nice value (1-19), and while any stream talks, the copiers of bulk streams, so that small messages are not stuck behind bulk data; 0: off. Needs --gomaxprocs 0 and, to give threads their priority back, root or CAP_SYS_NICE", EnvVars: env("BULK_NICE")},
 	)
 }
 

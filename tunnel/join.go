@@ -210,6 +210,8 @@ func (c *copier) copy() error {
 	// yamux keeps a stream's emptied receive buffer until Shrink; shrinking
 	// after every drained read would make it reallocate for each frame of a
 	// bulk flow, so it happens once the stream has been quiet a while.
+	var prio copierPriority // priority.go: bulk copiers beside quiet ones
+	defer prio.done()
 	var quiet *time.Timer
 	if s, ok := c.src.(interface{ Shrink() }); ok {
 		quiet = time.AfterFunc(time.Hour, s.Shrink)
@@ -242,6 +244,7 @@ func (c *copier) copy() error {
 			// behind it. Yielding per buffer keeps streams fair.
 			runtime.Gosched()
 		}
+		prio.observe(nr, nr == len(buf), big != nil)
 		switch {
 		case big == nil && nr == len(buf):
 			big = buffers.Get().(*[]byte)

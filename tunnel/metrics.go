@@ -83,7 +83,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "mtunnel_sessions_lowered",
 				Help: "Busy sessions whose loops run on threads at a lower priority now, because quiet streams talk beside them (--bulk-nice).",
-			}, func() float64 { return float64(priority.lowered.Load()) }))
+			}, func() float64 { return float64(priority.lowered.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mtunnel_copiers_lowered",
+				Help: "Bulk streams' copiers running on threads at a lower priority now, because quiet streams talk (--bulk-nice).",
+			}, func() float64 { return float64(copiers.lowered.Load()) }))
 	}
 	return m
 }

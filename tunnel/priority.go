@@ -111,9 +111,16 @@ func JudgePriority(now time.Time, rate float64) int {
 	return n
 }
 
-// LowPriorityProcs is GOMAXPROCS while lowered sessions run: a P for each
-// of their three locked loops, and the CPUs for everything else.
-func LowPriorityProcs(cpus, lowered int) int { return cpus + 3*lowered }
+// LowPriorityProcs is GOMAXPROCS while lowered sessions and copiers run: a
+// P for each of the sessions' three locked loops and for each copier (at
+// most maxLoweredCopierProcs of those), and the CPUs for everything else.
+func LowPriorityProcs(cpus, sessions, copiers int) int {
+	return cpus + 3*sessions + min(copiers, maxLoweredCopierProcs)
+}
+
+// maxLoweredCopierProcs bounds the Ps added for lowered copiers: hundreds
+// of bulk streams must not mean hundreds of Ps.
+const maxLoweredCopierProcs = 32
 
 // loopPriority follows a session's low flag for the loop goroutine that
 // calls follow: it locks the goroutine to its thread and lowers the
@@ -139,3 +146,85 @@ func (l *loopPriority) follow() {
 		l.low = false
 	}
 }
+
+// Bulk copiers at a lower priority.
+//
+// The sessions' loops cannot help a quiet stream that shares its session
+// with bulk streams (a database pool's connection, opened long before a
+// dump began): its frames pass through the same loops. What can wait is
+// the bulk streams' own copiers. So while some copier talks (reads a
+// little, and had no full buffer lately), every copier that reads full
+// big buffers runs on a thread of its own at the bulk nice value, and the
+// procs tuner gives the agent a P more for each (LowPriorityProcs), since
+// a lowered copier holds its P while it runs.
+
+// copierWindow is how long a full read keeps a copier bulk, and how long
+// a talking copier keeps bulk copiers lowered.
+const copierWindow = 250 * time.Millisecond
+
+var copiers struct {
+	epoch    time.Time    // monotonic base of the times below
+	lastTalk atomic.Int64 // since epoch, of the last read by a quiet copier; 0: never
+	lowered  atomic.Int32 // copiers on lowered threads now
+}
+
+func init() { copiers.epoch = time.Now() }
+
+// copierPriority follows one copier (Join's copy loop calls observe after
+// each read, and done when it ends).
+type copierPriority struct {
+	low      atomic.Bool // lp's flag
+	lp       loopPriority
+	lastFull time.Duration // since copiers.epoch, of its last full big read; 0: none
+}
+
+// observe notes a read of n bytes, filled when it filled the buffer (big
+// when that was the big one), and lowers or restores the copier's thread
+// accordingly. A read that fills the small buffer is the start of a burst,
+// not talk.
+func (p *copierPriority) observe(n int, filled, big bool) {
+	if priority.nice.Load() == 0 && !p.lp.low {
+		return // feature off (and nothing to restore)
+	}
+	p.observeAt(time.Since(copiers.epoch), n, filled, big)
+}
+
+// observeAt is observe at time now (since copiers.epoch).
+func (p *copierPriority) observeAt(now time.Duration, n int, filled, big bool) {
+	bulk := false
+	switch {
+	case filled && big:
+		p.lastFull, bulk = now, true
+	case p.lastFull > 0 && now-p.lastFull <= copierWindow:
+		bulk = true // a short read amid bulk data: still bulk
+	case n > 0 && !filled:
+		copiers.lastTalk.Store(int64(now))
+	}
+	talk := copiers.lastTalk.Load()
+	p.set(bulk && priority.nice.Load() > 0 && talk > 0 && now-time.Duration(talk) <= copierWindow)
+}
+
+// done restores the copier's thread (its goroutine is a pooled worker).
+func (p *copierPriority) done() {
+	if p.lp.low {
+		p.set(false)
+	}
+}
+
+func (p *copierPriority) set(low bool) {
+	if p.lp.flag == nil {
+		p.lp.flag = &p.low
+	}
+	p.low.Store(low)
+	was := p.lp.low
+	p.lp.follow()
+	switch {
+	case !was && p.lp.low:
+		copiers.lowered.Add(1)
+	case was && !p.lp.low:
+		copiers.lowered.Add(-1)
+	}
+}
+
+// LoweredCopiers is how many copiers run on lowered threads now.
+func LoweredCopiers() int { return int(copiers.lowered.Load()) }
