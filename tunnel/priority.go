@@ -135,7 +135,15 @@ type loopPriority struct {
 }
 
 func (l *loopPriority) follow() {
-	if l.flag == nil || l.flag.Load() == l.low {
+	if l.flag != nil {
+		l.followTo(l.flag.Load())
+	}
+}
+
+// followTo lowers (locks) or restores (unlocks) the calling goroutine's
+// thread so that it is low as asked.
+func (l *loopPriority) followTo(low bool) {
+	if low == l.low {
 		return
 	}
 	if !l.low {
@@ -173,8 +181,7 @@ func init() { copiers.epoch = time.Now() }
 // copierPriority follows one copier (Join's copy loop calls observe after
 // each read, and done when it ends).
 type copierPriority struct {
-	low      atomic.Bool // lp's flag
-	lp       loopPriority
+	lp       loopPriority  // followTo only: no flag
 	lastFull time.Duration // since copiers.epoch, of its last full big read; 0: none
 }
 
@@ -198,7 +205,12 @@ func (p *copierPriority) observeAt(now time.Duration, n int, filled, big bool) {
 	case p.lastFull > 0 && now-p.lastFull <= copierWindow:
 		bulk = true // a short read amid bulk data: still bulk
 	case n > 0 && !filled:
-		copiers.lastTalk.Store(int64(now))
+		// Every quiet copier passes here on every read: store only when
+		// the last talk is stale, so that they do not all write one
+		// cache line.
+		if now-time.Duration(copiers.lastTalk.Load()) > copierWindow/8 {
+			copiers.lastTalk.Store(int64(now))
+		}
 	}
 	talk := copiers.lastTalk.Load()
 	p.set(bulk && priority.nice.Load() > 0 && talk > 0 && now-time.Duration(talk) <= copierWindow)
@@ -212,12 +224,8 @@ func (p *copierPriority) done() {
 }
 
 func (p *copierPriority) set(low bool) {
-	if p.lp.flag == nil {
-		p.lp.flag = &p.low
-	}
-	p.low.Store(low)
 	was := p.lp.low
-	p.lp.follow()
+	p.lp.followTo(low)
 	switch {
 	case !was && p.lp.low:
 		copiers.lowered.Add(1)
