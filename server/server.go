@@ -236,7 +236,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.cfg.Metrics.SessionUp(setup)
-	log.Info("session established", "recv_buffer", sess.RecvBuffer)
+	log.Info("session established", "recv_buffer", sess.RecvBuffer, "talk_window", sess.TalkWindow)
 	s.guard.Add(sess)
 	s.wg.Add(1)
 	go func() {

@@ -49,6 +49,9 @@ type frameConn struct {
 	// unyielded counts bytes read since the last yield (Read).
 	unyielded int
 	yield     func() // runtime.Gosched; a test counts
+	// everyYield, if set, runs before each yield, on the receive loop
+	// (talkWindow.follow).
+	everyYield func()
 	// Frames for yamux's reader from dropLocally, fed at a frame boundary.
 	imu          sync.Mutex
 	inject       []byte
@@ -220,6 +223,9 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		c.scan(p[:n])
 		if c.unyielded += n; c.unyielded >= readYield {
 			c.unyielded %= readYield
+			if c.everyYield != nil {
+				c.everyYield()
+			}
 			c.yield()
 		}
 	}

@@ -188,11 +188,9 @@ type copierPriority struct {
 // observe notes a read of n bytes, filled when it filled the buffer (big
 // when that was the big one), and lowers or restores the copier's thread
 // accordingly. A read that fills the small buffer is the start of a burst,
-// not talk.
+// not talk. Talk is noted with the feature off too: the tunnel sockets'
+// receive windows follow it (talkWindow).
 func (p *copierPriority) observe(n int, filled, big bool) {
-	if priority.nice.Load() == 0 && !p.lp.low {
-		return // feature off (and nothing to restore)
-	}
 	p.observeAt(time.Since(copiers.epoch), n, filled, big)
 }
 
@@ -232,6 +230,12 @@ func (p *copierPriority) set(low bool) {
 	case was && !p.lp.low:
 		copiers.lowered.Add(-1)
 	}
+}
+
+// talking reports whether some copier talked within copierWindow.
+func talking() bool {
+	talk := copiers.lastTalk.Load()
+	return talk > 0 && time.Since(copiers.epoch)-time.Duration(talk) <= copierWindow
 }
 
 // LoweredCopiers is how many copiers run on lowered threads now.

@@ -242,7 +242,7 @@ func (sp *serverPool) dial(ctx context.Context, why string) {
 	p.mu.Unlock()
 	// Logged before the session is handed out, so that the line comes
 	// before any stream on it.
-	attrs := []any{"server", sp.dialer.Address, "peer", PeerID(s.Peer), "remote", s.Remote.String(), "session", s.ID, "rtt", s.RTT, "recv_buffer", s.RecvBuffer}
+	attrs := []any{"server", sp.dialer.Address, "peer", PeerID(s.Peer), "remote", s.Remote.String(), "session", s.ID, "rtt", s.RTT, "recv_buffer", s.RecvBuffer, "talk_window", s.TalkWindow}
 	if after > 0 {
 		attrs = append(attrs, "failed_dials", after)
 	}

@@ -61,16 +61,13 @@ type SessionConfig struct {
 	// (SO_RCVBUF). Linux autotunes it up to net.ipv4.tcp_rmem's maximum
 	// (megabytes) once the agent has read fast; when the receiving agent
 	// is then short of CPU (TLS at full speed), all a bulk stream sent
-	// waits there in front of every other stream's frames. A 64-byte
-	// round trip beside a bulk transfer on loopback measured 6-11 ms
-	// (p50) with autotuning and 3-3.7 ms with 256 KiB; 8 parallel bulk
-	// streams moved 7-10% less. 0 (auto): after the handshake, twice the
-	// bandwidth-delay product of 10 Gbit/s at the kernel's RTT estimate,
-	// at least 256 KiB and at most net.core.rmem_max; on a path that
-	// needs more than rmem_max or 8 MiB, autotuning stays so that it is
-	// never throttled.
-	// RecvBufferKernel: always autotuning. Above 0: that many bytes (the
-	// kernel caps it at rmem_max).
+	// waits there in front of every other stream's frames. 0 (auto):
+	// autotuning, but while some stream of the agent talks (moves small
+	// messages) the receive window is held to twice the bandwidth-delay
+	// product of 10 Gbit/s at the kernel's RTT estimate, at least 256
+	// KiB; a path that would need more than 8 MiB is never held
+	// (talkWindow). RecvBufferKernel: always autotuning. Above 0: that
+	// many bytes (the kernel caps it at rmem_max).
 	RecvBuffer int64
 	// WriteTimeout bounds one frame write to the TLS connection and a
 	// ping's reply (yamux ConnectionWriteTimeout). Default 10 s.
@@ -205,7 +202,11 @@ type Session struct {
 	// RecvBuffer is the SO_RCVBUF set on the tunnel socket after the
 	// handshake (SessionConfig.RecvBuffer); 0: the kernel autotunes it.
 	RecvBuffer int64
+	// TalkWindow is the receive window the tunnel socket is held to while
+	// streams talk (SessionConfig.RecvBuffer auto); 0: none.
+	TalkWindow int64
 	conn       *frameConn
+	talkWindow *talkWindow // nil: none (TalkWindow)
 	client     bool
 	retired    atomic.Bool           // past MaxLifetime: no new streams
 	sentGoAway atomic.Bool           // we told the peer to open no more streams
@@ -448,6 +449,10 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	fc := newFrameConn(tconn)
 	fc.flush = batch.frameDone
 	fc.rprio.flag, fc.wprio.flag = low, low
+	recvBuffer, tw := sizeRecvBuffer(batch.Conn, sc.RecvBuffer)
+	if tw != nil {
+		fc.everyYield = tw.follow // before yamux's receive loop starts
+	}
 	ys, err := open(fc, sc.yamux())
 	if err != nil {
 		tconn.Close()
@@ -462,10 +467,14 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		TLSVersion:  cs.Version,
 		Remote:      tconn.RemoteAddr(),
 		Established: time.Now(),
-		RecvBuffer:  sizeRecvBuffer(batch.Conn, sc.RecvBuffer),
+		RecvBuffer:  recvBuffer,
 		conn:        fc,
+		talkWindow:  tw,
 		client:      client,
 		low:         low,
+	}
+	if tw != nil {
+		s.TalkWindow = int64(tw.size)
 	}
 	trackPriority(s)
 	every, timeout := sc.keepAlive()

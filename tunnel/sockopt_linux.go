@@ -3,10 +3,6 @@ package tunnel
 import (
 	"math"
 	"net"
-	"os"
-	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -76,68 +72,118 @@ func tcpClosed(c net.Conn) bool {
 	return closed
 }
 
-// sizeRecvBuffer sets the tunnel socket's SO_RCVBUF as SessionConfig.
-// RecvBuffer says, once the handshake has given the kernel an RTT
-// estimate, and returns the size the kernel took (0: autotuning stays).
-func sizeRecvBuffer(c net.Conn, want int64) int64 {
+// sizeRecvBuffer applies SessionConfig.RecvBuffer to the tunnel socket,
+// once the handshake has given the kernel an RTT estimate. A size sets
+// SO_RCVBUF and returns what the kernel took. Auto (0) leaves the buffer
+// to Linux's autotuning and returns the talkWindow that bounds the
+// receive window while streams talk (nil on a path too long to bound).
+// RecvBufferKernel does nothing.
+func sizeRecvBuffer(c net.Conn, want int64) (set int64, tw *talkWindow) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok || want == RecvBufferKernel {
-		return 0
+		return 0, nil
 	}
 	raw, err := tc.SyscallConn()
 	if err != nil {
-		return 0
+		return 0, nil
 	}
-	var set int64
 	raw.Control(func(fd uintptr) {
-		size := want
-		if size == 0 {
+		if want == 0 {
 			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 			if err != nil {
 				return
 			}
-			size = autoRecvBuffer(time.Duration(info.Rtt)*time.Microsecond, rmemMax())
+			if size := autoRecvWindow(time.Duration(info.Rtt) * time.Microsecond); size > 0 {
+				tw = &talkWindow{raw: raw, size: int(size), talking: windowTalking}
+			}
+			return
 		}
-		if size <= 0 || syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, int(min(size, math.MaxInt32))) != nil {
+		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, int(min(want, math.MaxInt32))) != nil {
 			return
 		}
 		// What the kernel took: it caps the request at rmem_max and
 		// reports twice the size (the other half is for its bookkeeping).
-		set = size
+		set = want
 		if got, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err == nil {
 			set = int64(got / 2)
 		}
 	})
-	return set
+	return set, tw
 }
 
-// Auto receive buffer sizing (SessionConfig.RecvBuffer 0).
+// Auto receive window (SessionConfig.RecvBuffer 0).
 const (
 	autoRecvFloor = 256 << 10
 	autoRecvMax   = 8 << 20
 	autoRecvRate  = 1.25e9 // bytes/s: 10 Gbit/s
 )
 
-// autoRecvBuffer is the SO_RCVBUF for a path with this RTT: room for twice
-// its bandwidth-delay product at autoRecvRate, at least autoRecvFloor, at
-// most rmemMax (the kernel would cap it silently). It is 0 (leave
-// autotuning) when twice the bandwidth-delay product is more than
-// autoRecvMax or rmemMax allow, so that a long path is never throttled.
-func autoRecvBuffer(rtt time.Duration, rmemMax int64) int64 {
+// autoRecvWindow is the receive window for a path with this RTT while
+// streams talk: room for twice its bandwidth-delay product at
+// autoRecvRate, at least autoRecvFloor. It is 0 (no bound) when that is
+// more than autoRecvMax, so that a long path is never throttled.
+func autoRecvWindow(rtt time.Duration) int64 {
 	need := int64(2 * rtt.Seconds() * autoRecvRate)
-	if need > min(autoRecvMax, rmemMax) {
+	if need > autoRecvMax {
 		return 0
 	}
-	return min(max(autoRecvFloor, need), rmemMax)
+	return max(autoRecvFloor, need)
 }
 
-// rmemMax is net.core.rmem_max, the most SO_RCVBUF an unprivileged
-// process gets; 0 if it cannot be read.
-var rmemMax = sync.OnceValue(func() int64 {
-	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
-	if err != nil {
-		return 0
+// talkWindow bounds the tunnel socket's receive window (TCP_WINDOW_CLAMP)
+// while some stream of the agent talks (copiers.lastTalk, priority.go),
+// and leaves it to Linux's autotuning otherwise.
+//
+// Autotuning grows the buffer to megabytes once the agent reads fast, and
+// when the agent is short of CPU (TLS at full speed) all a bulk stream
+// sent waits there in front of every other stream's frames: a small
+// message on a session with bulk data took 2-4x longer with autotuning
+// than with 256 KiB. But a fixed 256 KiB buffer (SO_RCVBUF, which also
+// ends autotuning for good) cost 8 parallel bulk streams 8-12% of their
+// throughput when nothing else ran (README, Performance). The clamp can be
+// set and lifted at any time, so each case gets its own.
+//
+// follow is called by the session's receive loop every readYield bytes
+// (frameConn.Read): it acts while data comes in, which is when the window
+// matters, for a clock read per 64 KiB.
+type talkWindow struct {
+	raw     syscall.RawConn
+	size    int         // the bound while streams talk
+	talking func() bool // talking; a test's own
+	on      bool        // the bound is set
+	n       int         // follows since it was set or renewed
+}
+
+// windowTalking is what new talkWindows follow; tests set their own.
+var windowTalking = talking
+
+// renewWindowEvery is how many follows (of readYield bytes each) pass
+// before a set bound is set again: autotuning moves the clamp up with
+// each growth of the buffer.
+const renewWindowEvery = 4
+
+func (w *talkWindow) follow() {
+	talk := w.talking()
+	if talk == w.on {
+		if !talk {
+			return
+		}
+		if w.n++; w.n < renewWindowEvery {
+			return
+		}
 	}
-	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	return n
-})
+	w.on, w.n = talk, 0
+	w.raw.Control(func(fd uintptr) {
+		v := w.size
+		if !talk {
+			// No tighter than the buffer (the window never exceeds
+			// what the buffer holds), and autotuning takes the clamp
+			// along when it grows the buffer.
+			var err error
+			if v, err = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err != nil {
+				return
+			}
+		}
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, v)
+	})
+}

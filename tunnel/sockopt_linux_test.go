@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -73,29 +74,31 @@ func waitPoll(t *testing.T, c *net.TCPConn, events int16) {
 	}
 }
 
-func TestAutoRecvBuffer(t *testing.T) {
+func TestAutoRecvWindow(t *testing.T) {
 	for _, c := range []struct {
-		rtt     time.Duration
-		rmemMax int64
-		want    int64
+		rtt  time.Duration
+		want int64
 	}{
-		{20 * time.Microsecond, 4 << 20, 256 << 10},  // loopback: the floor
-		{500 * time.Microsecond, 4 << 20, 1_250_000}, // a LAN: 2 x BDP at 10 Gbit/s
-		{2 * time.Millisecond, 4 << 20, 0},           // 5 MB needed, more than rmem_max: autotuning
-		{2 * time.Millisecond, 64 << 20, 5_000_000},  // allowed by a raised rmem_max
-		{10 * time.Millisecond, 64 << 20, 0},         // beyond autoRecvMax: autotuning
-		{20 * time.Microsecond, 212992, 212992},      // Debian's default rmem_max caps the floor
-		{100 * time.Microsecond, 212992, 0},          // 250 KB needed > rmem_max: autotuning
-		{20 * time.Microsecond, 0, 0},                // rmem_max unknown
+		{20 * time.Microsecond, 256 << 10},   // loopback: the floor
+		{500 * time.Microsecond, 1_250_000},  // a LAN: 2 x BDP at 10 Gbit/s
+		{2 * time.Millisecond, 5_000_000},    // no longer capped by rmem_max (a clamp is not a buffer)
+		{3200 * time.Microsecond, 8_000_000}, // the most it holds
+		{10 * time.Millisecond, 0},           // beyond autoRecvMax: never held
+		{0, 256 << 10},                       // no estimate: the floor
 	} {
-		if got := autoRecvBuffer(c.rtt, c.rmemMax); got != c.want {
-			t.Errorf("autoRecvBuffer(%v, %d) = %d, want %d", c.rtt, c.rmemMax, got, c.want)
+		if got := autoRecvWindow(c.rtt); got != c.want {
+			t.Errorf("autoRecvWindow(%v) = %d, want %d", c.rtt, got, c.want)
 		}
 	}
 }
 
-// rcvbuf reads the socket's SO_RCVBUF, which Linux reports doubled.
-func rcvbuf(t *testing.T, c net.Conn) int {
+// windowClamp reads the socket's TCP_WINDOW_CLAMP.
+func windowClamp(t *testing.T, c net.Conn) int {
+	t.Helper()
+	return sockoptInt(t, c, syscall.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP)
+}
+
+func sockoptInt(t *testing.T, c net.Conn, level, opt int) int {
 	t.Helper()
 	raw, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
@@ -103,11 +106,58 @@ func rcvbuf(t *testing.T, c net.Conn) int {
 	}
 	var n int
 	var gerr error
-	raw.Control(func(fd uintptr) { n, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) })
+	raw.Control(func(fd uintptr) { n, gerr = syscall.GetsockoptInt(int(fd), level, opt) })
 	if gerr != nil {
 		t.Fatal(gerr)
 	}
 	return n
+}
+
+// The bound reaches the real socket while streams talk, is set again after
+// autotuning raised it, and is lifted to the buffer's size when the talk
+// ends. No data flows on this pair, so the kernel moves nothing itself.
+func TestTalkWindowFollows(t *testing.T) {
+	a, _ := tcpPair(t)
+	raw, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var talk bool
+	w := &talkWindow{raw: raw, size: 300 << 10, talking: func() bool { return talk }}
+	untouched := windowClamp(t, a)
+	w.follow()
+	if got := windowClamp(t, a); got != untouched {
+		t.Fatalf("no talk: TCP_WINDOW_CLAMP %d, want the kernel's %d untouched", got, untouched)
+	}
+	talk = true
+	w.follow()
+	if got := windowClamp(t, a); got != 300<<10 {
+		t.Fatalf("talk: TCP_WINDOW_CLAMP %d, want %d", got, 300<<10)
+	}
+	// Autotuning takes the clamp along when it grows the buffer.
+	bumped := 2 << 20
+	raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, bumped) })
+	for range renewWindowEvery - 1 {
+		w.follow()
+	}
+	if got := windowClamp(t, a); got != bumped {
+		t.Fatalf("TCP_WINDOW_CLAMP %d before the renewal, want %d (set on every follow?)", got, bumped)
+	}
+	w.follow()
+	if got := windowClamp(t, a); got != 300<<10 {
+		t.Fatalf("renewed: TCP_WINDOW_CLAMP %d, want %d", got, 300<<10)
+	}
+	talk = false
+	w.follow()
+	if got, buf := windowClamp(t, a), rcvbuf(t, a); got != buf {
+		t.Fatalf("talk over: TCP_WINDOW_CLAMP %d, want the buffer's %d", got, buf)
+	}
+}
+
+// rcvbuf reads the socket's SO_RCVBUF, which Linux reports doubled.
+func rcvbuf(t *testing.T, c net.Conn) int {
+	t.Helper()
+	return sockoptInt(t, c, syscall.SOL_SOCKET, syscall.SO_RCVBUF)
 }
 
 // The sizes reach both ends' real sockets after the handshake.
@@ -117,18 +167,18 @@ func TestSessionRecvBuffer(t *testing.T) {
 		set  int64
 		want func(*Session) bool
 	}{
-		// Loopback's RTT is microseconds: at least the floor (or all that
-		// rmem_max allows), never autotuning.
-		{"auto", 0, func(s *Session) bool { return s.RecvBuffer >= min(autoRecvFloor, rmemMax()) && s.RecvBuffer > 0 }},
+		// Loopback's RTT is microseconds: autotuning, held to the floor
+		// while streams talk.
+		{"auto", 0, func(s *Session) bool { return s.RecvBuffer == 0 && s.TalkWindow == autoRecvFloor }},
 		// Under Debian's default rmem_max (208 KiB), so never capped.
-		{"fixed", 64 << 10, func(s *Session) bool { return s.RecvBuffer == 64<<10 }},
-		{"kernel", RecvBufferKernel, func(s *Session) bool { return s.RecvBuffer == 0 }},
+		{"fixed", 64 << 10, func(s *Session) bool { return s.RecvBuffer == 64<<10 && s.TalkWindow == 0 }},
+		{"kernel", RecvBufferKernel, func(s *Session) bool { return s.RecvBuffer == 0 && s.TalkWindow == 0 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			client, server := tlsSessionsWith(t, SessionConfig{RecvBuffer: c.set})
 			for _, s := range []*Session{client, server} {
 				if !c.want(s) {
-					t.Fatalf("RecvBuffer = %d", s.RecvBuffer)
+					t.Fatalf("RecvBuffer = %d, TalkWindow = %d", s.RecvBuffer, s.TalkWindow)
 				}
 				got := rcvbuf(t, s.conn.Conn.(*tls.Conn).NetConn().(*batchConn).Conn)
 				if c.set > 0 && got != 2*int(c.set) {
@@ -136,5 +186,37 @@ func TestSessionRecvBuffer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A session's receive loop follows the talk: the window is held while
+// streams talk and let go when they stop, each noticed within the bytes
+// of a few yields.
+func TestSessionTalkWindow(t *testing.T) {
+	var talk atomic.Bool
+	old := windowTalking
+	windowTalking = talk.Load
+	t.Cleanup(func() { windowTalking = old })
+	client, server := tlsSessionsWith(t, SessionConfig{})
+	c, s := streamPair(t, client, server)
+	data := make([]byte, 4*readYield)
+	pump := func() {
+		t.Helper()
+		go c.Write(data)
+		if _, err := io.ReadFull(s, make([]byte, len(data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The receive loop writes the window's state before it hands the
+	// data that followed to the stream, which the test then reads.
+	talk.Store(true)
+	pump()
+	if !server.talkWindow.on {
+		t.Fatal("streams talk, but the receive loop did not hold the window")
+	}
+	talk.Store(false)
+	pump()
+	if server.talkWindow.on {
+		t.Fatal("talk over, but the window is still held")
 	}
 }

@@ -16,4 +16,9 @@ func tuneTunnelSocket(c net.Conn, sc SessionConfig) {
 func tcpClosed(net.Conn) bool { return false }
 
 // sizeRecvBuffer leaves the receive buffer to the system elsewhere.
-func sizeRecvBuffer(net.Conn, int64) int64 { return 0 }
+func sizeRecvBuffer(net.Conn, int64) (int64, *talkWindow) { return 0, nil }
+
+// talkWindow is Linux-only (TCP_WINDOW_CLAMP).
+type talkWindow struct{ size int }
+
+func (*talkWindow) follow() {}
