@@ -35,20 +35,9 @@ func TestBulkNiceBinary(t *testing.T) { testBulkNice(t, nil) }
 func TestBusyRateOffBinary(t *testing.T) { testBulkNice(t, []string{"--busy-rate", "off"}) }
 
 func testBulkNice(t *testing.T, serverExtra []string) {
-	k := newBinPKI(t, t.TempDir())
-	target := backend(t, echo)
-	common := []string{"--bulk-nice", "7", "--keepalive", "1s", "--admin", "127.0.0.1:0"}
-	server := startAgent(t, "server", nil, slices.Concat(k.serverArgs("127.0.0.1:0", target), common, serverExtra)...)
-	serverAddr := server.listening(t)
-	client := startAgent(t, "client", nil, append(append(k.clientArgs(serverAddr), common...), "--sessions", "2")...)
-	local := client.listening(t)
-	client.waitLogN(t, 2, "session established", "server", serverAddr)
+	client, server, local, admins := startEchoAgents(t, 2, []string{"--bulk-nice", "7", "--keepalive", "1s"}, serverExtra)
 	agents := []*childProc{client, server}
 	lowers := map[*childProc]bool{client: true, server: serverExtra == nil}
-	admins := map[*childProc]string{}
-	for _, a := range agents {
-		admins[a] = "http://" + a.waitLog(t, "admin listening").attrs["addr"] + "/metrics"
-	}
 	if err := lowThreadsSupported(); err != nil {
 		skipOrFailExternal(t, "%v", err) // CI runs as root: a skip there is a failure
 	}
@@ -133,19 +122,8 @@ func TestBulkCopierNiceBinary(t *testing.T) {
 	if err := lowThreadsSupported(); err != nil {
 		skipOrFailExternal(t, "%v", err) // CI runs as root: a skip there is a failure
 	}
-	k := newBinPKI(t, t.TempDir())
-	target := backend(t, echo)
-	common := []string{"--bulk-nice", "7", "--keepalive", "1s", "--admin", "127.0.0.1:0"}
-	server := startAgent(t, "server", nil, append(k.serverArgs("127.0.0.1:0", target), common...)...)
-	serverAddr := server.listening(t)
-	client := startAgent(t, "client", nil, slices.Concat(k.clientArgs(serverAddr), common, []string{"--sessions", "1"})...)
-	local := client.listening(t)
-	client.waitLog(t, "session established", "server", serverAddr)
+	client, server, local, admins := startEchoAgents(t, 1, []string{"--bulk-nice", "7", "--keepalive", "1s"}, nil)
 	agents := []*childProc{client, server}
-	admins := map[*childProc]string{}
-	for _, a := range agents {
-		admins[a] = "http://" + a.waitLog(t, "admin listening").attrs["addr"] + "/metrics"
-	}
 
 	tk := newTalk()
 	p, err := net.Dial("tcp", local) // the pool's connection: first
@@ -186,6 +164,27 @@ func TestBulkCopierNiceBinary(t *testing.T) {
 		t.Fatalf("bulk and a talking stream on one session: %v", err)
 	}
 	tk.endThenRestored(t, lowered)
+}
+
+// startEchoAgents starts a server agent in front of an echo backend and a
+// client agent with sessions sessions to it, both with args and an admin
+// listener, and waits for the sessions. It returns the agents, the
+// client's listening address and each agent's /metrics URL.
+func startEchoAgents(t *testing.T, sessions int, args, serverExtra []string) (client, server *childProc, local string, metrics map[*childProc]string) {
+	t.Helper()
+	k := newBinPKI(t, t.TempDir())
+	target := backend(t, echo)
+	args = append(slices.Clip(args), "--admin", "127.0.0.1:0")
+	server = startAgent(t, "server", nil, slices.Concat(k.serverArgs("127.0.0.1:0", target), args, serverExtra)...)
+	serverAddr := server.listening(t)
+	client = startAgent(t, "client", nil, slices.Concat(k.clientArgs(serverAddr), args, []string{"--sessions", strconv.Itoa(sessions)})...)
+	local = client.listening(t)
+	client.waitLogN(t, sessions, "session established", "server", serverAddr)
+	metrics = map[*childProc]string{}
+	for _, a := range []*childProc{client, server} {
+		metrics[a] = "http://" + a.waitLog(t, "admin listening").attrs["addr"] + "/metrics"
+	}
+	return client, server, local, metrics
 }
 
 // talk runs echo loops (bulkEcho, pingEcho) through the agents until it

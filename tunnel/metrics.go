@@ -87,7 +87,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "mtunnel_copiers_lowered",
 				Help: "Bulk streams' copiers running on threads at a lower priority now, because quiet streams talk (--bulk-nice).",
-			}, func() float64 { return float64(copiers.lowered.Load()) }))
+			}, func() float64 { return float64(copiers.lowered.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mtunnel_tunnel_windows_held",
+				Help: "Tunnel sockets whose receive window is held small now (TCP_WINDOW_CLAMP), because streams talk (--tunnel-recv-buffer auto).",
+			}, func() float64 { return float64(heldWindows.Load()) }))
 	}
 	return m
 }

@@ -240,3 +240,41 @@ func talking() bool {
 
 // LoweredCopiers is how many copiers run on lowered threads now.
 func LoweredCopiers() int { return int(copiers.lowered.Load()) }
+
+// heldWindows counts the tunnel sockets whose receive window is held now
+// because streams talk (talkWindow, the mtunnel_tunnel_windows_held
+// metric).
+var heldWindows atomic.Int32
+
+// heldCount is one socket's share of heldWindows. The receive loop sets
+// it and the session's end closes it, so a mutex orders the two.
+type heldCount struct {
+	mu     sync.Mutex
+	held   bool
+	closed bool
+}
+
+func (c *heldCount) set(held bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setLocked(held)
+}
+
+func (c *heldCount) setLocked(held bool) {
+	if c.closed || held == c.held {
+		return
+	}
+	c.held = held
+	if held {
+		heldWindows.Add(1)
+	} else {
+		heldWindows.Add(-1)
+	}
+}
+
+func (c *heldCount) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setLocked(false)
+	c.closed = true
+}

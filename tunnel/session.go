@@ -486,6 +486,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	go func() {
 		<-s.CloseChan()
 		untrackPriority(s)
+		s.talkWindow.close()
 		s.wakeStreams()
 	}()
 	go s.retire(sc.MaxLifetime, cmp.Or(sc.LifetimeGrace, defaultGrace))

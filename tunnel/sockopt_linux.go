@@ -152,6 +152,7 @@ type talkWindow struct {
 	talking func() bool // talking; a test's own
 	on      bool        // the bound is set
 	n       int         // follows since it was set or renewed
+	counted heldCount   // in heldWindows (metric)
 }
 
 // windowTalking is what new talkWindows follow; tests set their own.
@@ -173,6 +174,7 @@ func (w *talkWindow) follow() {
 		}
 	}
 	w.on, w.n = talk, 0
+	held := false
 	w.raw.Control(func(fd uintptr) {
 		v := w.size
 		if !talk {
@@ -184,6 +186,14 @@ func (w *talkWindow) follow() {
 				return
 			}
 		}
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, v)
+		held = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, v) == nil && talk
 	})
+	w.counted.set(held)
+}
+
+// close takes the window out of the count when its session ends.
+func (w *talkWindow) close() {
+	if w != nil {
+		w.counted.close()
+	}
 }

@@ -129,11 +129,19 @@ func TestTalkWindowFollows(t *testing.T) {
 	if got := windowClamp(t, a); got != untouched {
 		t.Fatalf("no talk: TCP_WINDOW_CLAMP %d, want the kernel's %d untouched", got, untouched)
 	}
+	base := heldWindows.Load()
+	held := func(want int32) {
+		t.Helper()
+		if got := heldWindows.Load() - base; got != want {
+			t.Fatalf("mtunnel_tunnel_windows_held moved by %d, want %d", got, want)
+		}
+	}
 	talk = true
 	w.follow()
 	if got := windowClamp(t, a); got != 300<<10 {
 		t.Fatalf("talk: TCP_WINDOW_CLAMP %d, want %d", got, 300<<10)
 	}
+	held(1)
 	// Autotuning takes the clamp along when it grows the buffer.
 	bumped := 2 << 20
 	raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, bumped) })
@@ -147,11 +155,21 @@ func TestTalkWindowFollows(t *testing.T) {
 	if got := windowClamp(t, a); got != 300<<10 {
 		t.Fatalf("renewed: TCP_WINDOW_CLAMP %d, want %d", got, 300<<10)
 	}
+	held(1)
 	talk = false
 	w.follow()
 	if got, buf := windowClamp(t, a), rcvbuf(t, a); got != buf {
 		t.Fatalf("talk over: TCP_WINDOW_CLAMP %d, want the buffer's %d", got, buf)
 	}
+	held(0)
+	// A session that ends with its window held leaves the count.
+	talk = true
+	w.follow()
+	held(1)
+	w.close()
+	held(0)
+	w.follow()
+	held(0)
 }
 
 // rcvbuf reads the socket's SO_RCVBUF, which Linux reports doubled.
