@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -35,7 +36,7 @@ func TestBulkNiceBinary(t *testing.T) { testBulkNice(t, nil) }
 func TestBusyRateOffBinary(t *testing.T) { testBulkNice(t, []string{"--busy-rate", "off"}) }
 
 func testBulkNice(t *testing.T, serverExtra []string) {
-	client, server, local, admins := startEchoAgents(t, 2, []string{"--bulk-nice", "7", "--keepalive", "1s"}, serverExtra)
+	client, server, local, admins := startEchoAgents(t, echo, 2, []string{"--bulk-nice", "7", "--keepalive", "1s"}, serverExtra)
 	agents := []*childProc{client, server}
 	lowers := map[*childProc]bool{client: true, server: serverExtra == nil}
 	if err := lowThreadsSupported(); err != nil {
@@ -122,7 +123,7 @@ func TestBulkCopierNiceBinary(t *testing.T) {
 	if err := lowThreadsSupported(); err != nil {
 		skipOrFailExternal(t, "%v", err) // CI runs as root: a skip there is a failure
 	}
-	client, server, local, admins := startEchoAgents(t, 1, []string{"--bulk-nice", "7", "--keepalive", "1s"}, nil)
+	client, server, local, admins := startEchoAgents(t, echo, 1, []string{"--bulk-nice", "7", "--keepalive", "1s"}, nil)
 	agents := []*childProc{client, server}
 
 	tk := newTalk()
@@ -166,14 +167,14 @@ func TestBulkCopierNiceBinary(t *testing.T) {
 	tk.endThenRestored(t, lowered)
 }
 
-// startEchoAgents starts a server agent in front of an echo backend and a
-// client agent with sessions sessions to it, both with args and an admin
-// listener, and waits for the sessions. It returns the agents, the
-// client's listening address and each agent's /metrics URL.
-func startEchoAgents(t *testing.T, sessions int, args, serverExtra []string) (client, server *childProc, local string, metrics map[*childProc]string) {
+// startEchoAgents starts a server agent in front of an echo backend
+// (handle) and a client agent with sessions sessions to it, both with args
+// and an admin listener, and waits for the sessions. It returns the
+// agents, the client's listening address and each agent's /metrics URL.
+func startEchoAgents(t *testing.T, handle func(*net.TCPConn), sessions int, args, serverExtra []string) (client, server *childProc, local string, metrics map[*childProc]string) {
 	t.Helper()
 	k := newBinPKI(t, t.TempDir())
-	target := backend(t, echo)
+	target := backend(t, handle)
 	args = append(slices.Clip(args), "--admin", "127.0.0.1:0")
 	server = startAgent(t, "server", nil, slices.Concat(k.serverArgs("127.0.0.1:0", target), args, serverExtra)...)
 	serverAddr := server.listening(t)
@@ -227,6 +228,7 @@ func (k *talk) endThenRestored(t *testing.T, lowered func(bool) error) {
 // it and checking every byte.
 func bulkEcho(c net.Conn, stop <-chan struct{}) error {
 	defer c.Close()
+	defer drainBy(c, stop)()
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), 2<<10)
 	var sent int64
 	done := make(chan error, 1)
@@ -242,6 +244,10 @@ func bulkEcho(c net.Conn, stop <-chan struct{}) error {
 				}
 			}
 			got += int64(n)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				done <- fmt.Errorf("bulk echo: stalled after %d bytes back", got)
+				return
+			}
 			if err != nil {
 				done <- nil // closed by the writer below
 				return
@@ -269,6 +275,7 @@ func bulkEcho(c net.Conn, stop <-chan struct{}) error {
 // echo.
 func pingEcho(c net.Conn, stop <-chan struct{}) error {
 	defer c.Close()
+	defer drainBy(c, stop)()
 	msg, got := make([]byte, 64), make([]byte, 64)
 	for i := 0; ; i++ {
 		select {
@@ -287,6 +294,21 @@ func pingEcho(c net.Conn, stop <-chan struct{}) error {
 			return fmt.Errorf("ping %d came back as %q", i, got)
 		}
 	}
+}
+
+// drainBy gives c a minute from stop to finish, so that a flow that has
+// stalled fails the test instead of hanging it. The returned func ends
+// the watch.
+func drainBy(c net.Conn, stop <-chan struct{}) func() {
+	end := make(chan struct{})
+	go func() {
+		select {
+		case <-stop:
+			c.SetDeadline(time.Now().Add(time.Minute))
+		case <-end:
+		}
+	}()
+	return func() { close(end) }
 }
 
 // threadsWithNice counts pid's threads whose nice value is nice

@@ -211,6 +211,9 @@ func (c *copier) copy() error {
 	// after every drained read would make it reallocate for each frame of a
 	// bulk flow, so it happens once the stream has been quiet a while.
 	var prio copierPriority // priority.go: bulk copiers beside quiet ones
+	if s := c.j.stream.sess; s != nil {
+		prio.session = s.activity
+	}
 	defer prio.done()
 	var quiet *time.Timer
 	if s, ok := c.src.(interface{ Shrink() }); ok {

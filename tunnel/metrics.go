@@ -90,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			}, func() float64 { return float64(copiers.lowered.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "mtunnel_tunnel_windows_held",
-				Help: "Tunnel sockets whose receive window is held small now (TCP_WINDOW_CLAMP), because streams talk (--tunnel-recv-buffer auto).",
+				Help: "Tunnel sockets whose receive window is held small now (TCP_WINDOW_CLAMP), because a stream talks beside bulk data in their session (--tunnel-recv-buffer auto).",
 			}, func() float64 { return float64(heldWindows.Load()) }))
 	}
 	return m

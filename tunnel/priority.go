@@ -183,7 +183,18 @@ func init() { copiers.epoch = time.Now() }
 type copierPriority struct {
 	lp       loopPriority  // followTo only: no flag
 	lastFull time.Duration // since copiers.epoch, of its last full big read; 0: none
+	// session is what the copier's session's streams did lately (for
+	// its talkWindow); nil: no session.
+	session *activity
 }
+
+// activity is when a session's streams last talked and last moved bulk
+// data (full big reads), since copiers.epoch, as their copiers note it.
+type activity struct{ talk, bulk atomic.Int64 }
+
+// mixed reports whether the session's streams both talked and moved bulk
+// data within copierWindow: what its talkWindow holds the window for.
+func (a *activity) mixed() bool { return recent(&a.talk) && recent(&a.bulk) }
 
 // observe notes a read of n bytes, filled when it filled the buffer (big
 // when that was the big one), and lowers or restores the copier's thread
@@ -200,14 +211,15 @@ func (p *copierPriority) observeAt(now time.Duration, n int, filled, big bool) {
 	switch {
 	case filled && big:
 		p.lastFull, bulk = now, true
+		if p.session != nil {
+			noteRecent(&p.session.bulk, now)
+		}
 	case p.lastFull > 0 && now-p.lastFull <= copierWindow:
 		bulk = true // a short read amid bulk data: still bulk
 	case n > 0 && !filled:
-		// Every quiet copier passes here on every read: store only when
-		// the last talk is stale, so that they do not all write one
-		// cache line.
-		if now-time.Duration(copiers.lastTalk.Load()) > copierWindow/8 {
-			copiers.lastTalk.Store(int64(now))
+		noteRecent(&copiers.lastTalk, now)
+		if p.session != nil {
+			noteRecent(&p.session.talk, now)
 		}
 	}
 	talk := copiers.lastTalk.Load()
@@ -232,9 +244,19 @@ func (p *copierPriority) set(low bool) {
 	}
 }
 
-// talking reports whether some copier talked within copierWindow.
-func talking() bool {
-	talk := copiers.lastTalk.Load()
+// noteRecent records a read at now (since copiers.epoch) in last. Every
+// quiet copier notes talk on every read, and every bulk one bulk: it
+// stores only when the last is stale, so that they do not all write one
+// cache line.
+func noteRecent(last *atomic.Int64, now time.Duration) {
+	if now-time.Duration(last.Load()) > copierWindow/8 {
+		last.Store(int64(now))
+	}
+}
+
+// recent reports whether last holds a time within copierWindow.
+func recent(last *atomic.Int64) bool {
+	talk := last.Load()
 	return talk > 0 && time.Since(copiers.epoch)-time.Duration(talk) <= copierWindow
 }
 

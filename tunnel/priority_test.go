@@ -69,3 +69,61 @@ func loweredMetric(t *testing.T) float64 {
 	t.Fatal("mtunnel_sessions_lowered is not registered")
 	return 0
 }
+
+// A copier notes, for its session as well as for the agent, a talking read
+// and a bulk one (the session's talkWindow follows the mix), and stores
+// each only when the last one is stale, not on every read.
+func TestCopierNotesSessionActivity(t *testing.T) {
+	agent := copiers.lastTalk.Load()
+	t.Cleanup(func() { copiers.lastTalk.Store(agent) })
+	var a activity
+	p := copierPriority{session: &a}
+	base := time.Since(copiers.epoch) + time.Hour // after any real copier's talk
+	w := copierWindow
+	for _, c := range []struct {
+		at          time.Duration
+		n           int
+		filled, big bool
+		talk, bulk  time.Duration // the session's last of each afterwards, since base; -1: none
+	}{
+		{0, 2 << 10, true, false, -1, -1},                                                    // a burst starting: neither
+		{time.Millisecond, 128 << 10, true, true, -1, time.Millisecond},                      // bulk
+		{2 * time.Millisecond, 128 << 10, true, true, -1, time.Millisecond},                  // fresh: kept
+		{3 * time.Millisecond, 64, false, false, -1, time.Millisecond},                       // a short read amid bulk: not talk
+		{w + 3*time.Millisecond, 64, false, false, w + 3*time.Millisecond, time.Millisecond}, // talk: no full read within copierWindow
+		{w + 4*time.Millisecond, 64, false, false, w + 3*time.Millisecond, time.Millisecond}, // fresh: kept
+		{w + w/4, 64, false, false, w + w/4, time.Millisecond},                               // stale: stored
+		{w + w/2, 128 << 10, true, true, w + w/4, w + w/2},                                   // bulk again: stored
+	} {
+		p.observeAt(base+c.at, c.n, c.filled, c.big)
+		for _, f := range []struct {
+			what string
+			got  int64
+			want time.Duration
+		}{{"talk", a.talk.Load(), c.talk}, {"bulk", a.bulk.Load(), c.bulk}} {
+			want := int64(0)
+			if f.want >= 0 {
+				want = int64(base + f.want)
+			}
+			if f.got != want {
+				t.Fatalf("after a read of %d at %v: the session's last %s %v, want %v", c.n, c.at, f.what, time.Duration(f.got), time.Duration(want))
+			}
+		}
+		if c.talk >= 0 && time.Duration(copiers.lastTalk.Load()) < base+c.talk {
+			t.Fatalf("after a read of %d at %v: the agent's last talk %v, before the session's", c.n, c.at, time.Duration(copiers.lastTalk.Load()))
+		}
+	}
+	// mixed: both within copierWindow of now.
+	now := int64(time.Since(copiers.epoch))
+	old := now - int64(2*copierWindow)
+	for _, c := range []struct {
+		talk, bulk int64
+		want       bool
+	}{{now, now, true}, {now, 0, false}, {0, now, false}, {old, now, false}, {now, old, false}} {
+		a.talk.Store(c.talk)
+		a.bulk.Store(c.bulk)
+		if got := a.mixed(); got != c.want {
+			t.Errorf("mixed with talk %d and bulk %d (now %d) = %v, want %v", c.talk, c.bulk, now, got, c.want)
+		}
+	}
+}

@@ -62,8 +62,9 @@ type SessionConfig struct {
 	// (megabytes) once the agent has read fast; when the receiving agent
 	// is then short of CPU (TLS at full speed), all a bulk stream sent
 	// waits there in front of every other stream's frames. 0 (auto):
-	// autotuning, but while some stream of the agent talks (moves small
-	// messages) the receive window is held to twice the bandwidth-delay
+	// autotuning, but while a stream of the session talks (moves small
+	// messages) beside one that moves bulk data, the receive window is
+	// held to twice the bandwidth-delay
 	// product of 10 Gbit/s at the kernel's RTT estimate, at least 256
 	// KiB; a path that would need more than 8 MiB is never held
 	// (talkWindow). RecvBufferKernel: always autotuning. Above 0: that
@@ -76,6 +77,10 @@ type SessionConfig struct {
 	// Debug). Nil discards them.
 	Logger *slog.Logger
 }
+
+// windowTalking, if set, is what new sessions' talkWindows follow instead
+// of their streams' activity (tests).
+var windowTalking func() bool
 
 // RecvBufferKernel as SessionConfig.RecvBuffer leaves the tunnel socket's
 // receive buffer to Linux's autotuning.
@@ -207,6 +212,7 @@ type Session struct {
 	TalkWindow int64
 	conn       *frameConn
 	talkWindow *talkWindow // nil: none (TalkWindow)
+	activity   *activity   // what its streams did lately, noted by their copiers (priority.go)
 	client     bool
 	retired    atomic.Bool           // past MaxLifetime: no new streams
 	sentGoAway atomic.Bool           // we told the peer to open no more streams
@@ -449,8 +455,13 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 	fc := newFrameConn(tconn)
 	fc.flush = batch.frameDone
 	fc.rprio.flag, fc.wprio.flag = low, low
+	act := new(activity)
 	recvBuffer, tw := sizeRecvBuffer(batch.Conn, sc.RecvBuffer)
 	if tw != nil {
+		tw.talking = act.mixed
+		if windowTalking != nil {
+			tw.talking = windowTalking
+		}
 		fc.everyYield = tw.follow // before yamux's receive loop starts
 	}
 	ys, err := open(fc, sc.yamux())
@@ -470,6 +481,7 @@ func newSession(tconn *tls.Conn, batch *batchConn, sc SessionConfig, client bool
 		RecvBuffer:  recvBuffer,
 		conn:        fc,
 		talkWindow:  tw,
+		activity:    act,
 		client:      client,
 		low:         low,
 	}

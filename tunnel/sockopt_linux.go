@@ -94,7 +94,7 @@ func sizeRecvBuffer(c net.Conn, want int64) (set int64, tw *talkWindow) {
 				return
 			}
 			if size := autoRecvWindow(time.Duration(info.Rtt) * time.Microsecond); size > 0 {
-				tw = &talkWindow{raw: raw, size: int(size), talking: windowTalking}
+				tw = &talkWindow{raw: raw, size: int(size)}
 			}
 			return
 		}
@@ -131,8 +131,11 @@ func autoRecvWindow(rtt time.Duration) int64 {
 }
 
 // talkWindow bounds the tunnel socket's receive window (TCP_WINDOW_CLAMP)
-// while some stream of the agent talks (copiers.lastTalk, priority.go),
-// and leaves it to Linux's autotuning otherwise.
+// while some stream of its session talks beside another that moves bulk
+// data (Session.activity, noted by the copiers, priority.go), and leaves
+// it to Linux's autotuning otherwise. Only the session's own streams
+// count: a small frame waits behind the bulk data in its own socket, not
+// in another session's.
 //
 // Autotuning grows the buffer to megabytes once the agent reads fast, and
 // when the agent is short of CPU (TLS at full speed) all a bulk stream
@@ -149,14 +152,11 @@ func autoRecvWindow(rtt time.Duration) int64 {
 type talkWindow struct {
 	raw     syscall.RawConn
 	size    int         // the bound while streams talk
-	talking func() bool // talking; a test's own
+	talking func() bool // whether the session's streams talk beside bulk data (newSession)
 	on      bool        // the bound is set
 	n       int         // follows since it was set or renewed
 	counted heldCount   // in heldWindows (metric)
 }
-
-// windowTalking is what new talkWindows follow; tests set their own.
-var windowTalking = talking
 
 // renewWindowEvery is how many follows (of readYield bytes each) pass
 // before a set bound is set again: autotuning moves the clamp up with

@@ -212,9 +212,8 @@ func TestSessionRecvBuffer(t *testing.T) {
 // of a few yields.
 func TestSessionTalkWindow(t *testing.T) {
 	var talk atomic.Bool
-	old := windowTalking
 	windowTalking = talk.Load
-	t.Cleanup(func() { windowTalking = old })
+	t.Cleanup(func() { windowTalking = nil })
 	client, server := tlsSessionsWith(t, SessionConfig{})
 	c, s := streamPair(t, client, server)
 	data := make([]byte, 4*readYield)

@@ -19,7 +19,10 @@ func tcpClosed(net.Conn) bool { return false }
 func sizeRecvBuffer(net.Conn, int64) (int64, *talkWindow) { return 0, nil }
 
 // talkWindow is Linux-only (TCP_WINDOW_CLAMP).
-type talkWindow struct{ size int }
+type talkWindow struct {
+	size    int
+	talking func() bool
+}
 
 func (*talkWindow) follow() {}
 func (*talkWindow) close()  {}
