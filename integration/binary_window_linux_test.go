@@ -9,8 +9,8 @@ import (
 )
 
 // TestTalkWindowBinary: the real agents hold their tunnel sockets' receive
-// windows small only while a stream of the session talks
-// (--tunnel-recv-buffer auto, tunnel/sockopt_linux.go). A bulk transfer
+// windows small only while a stream of the session talks beside bulk
+// data (--tunnel-recv-buffer auto, tunnel/sockopt_linux.go). A bulk transfer
 // alone leaves them to Linux's autotuning: mtunnel_tunnel_windows_held
 // stays 0 in both agents. A ping on the same session beside it holds them
 // (1 or more in both), and they are let go when the ping stops while the

@@ -199,8 +199,8 @@ func (a *activity) mixed() bool { return recent(&a.talk) && recent(&a.bulk) }
 // observe notes a read of n bytes, filled when it filled the buffer (big
 // when that was the big one), and lowers or restores the copier's thread
 // accordingly. A read that fills the small buffer is the start of a burst,
-// not talk. Talk is noted with the feature off too: the tunnel sockets'
-// receive windows follow it (talkWindow).
+// not talk. Talk and bulk reads are noted with the feature off too: the
+// tunnel sockets' receive windows follow their session's (talkWindow).
 func (p *copierPriority) observe(n int, filled, big bool) {
 	p.observeAt(time.Since(copiers.epoch), n, filled, big)
 }
@@ -264,8 +264,8 @@ func recent(last *atomic.Int64) bool {
 func LoweredCopiers() int { return int(copiers.lowered.Load()) }
 
 // heldWindows counts the tunnel sockets whose receive window is held now
-// because streams talk (talkWindow, the mtunnel_tunnel_windows_held
-// metric).
+// because a stream talks beside bulk data in their session (talkWindow,
+// the mtunnel_tunnel_windows_held metric).
 var heldWindows atomic.Int32
 
 // heldCount is one socket's share of heldWindows. The receive loop sets

@@ -64,11 +64,11 @@ type SessionConfig struct {
 	// waits there in front of every other stream's frames. 0 (auto):
 	// autotuning, but while a stream of the session talks (moves small
 	// messages) beside one that moves bulk data, the receive window is
-	// held to twice the bandwidth-delay
-	// product of 10 Gbit/s at the kernel's RTT estimate, at least 256
-	// KiB; a path that would need more than 8 MiB is never held
-	// (talkWindow). RecvBufferKernel: always autotuning. Above 0: that
-	// many bytes (the kernel caps it at rmem_max).
+	// held to twice the bandwidth-delay product of 10 Gbit/s at the
+	// kernel's RTT estimate, at least 256 KiB; a path that would need
+	// more than 8 MiB is never held (talkWindow). RecvBufferKernel:
+	// always autotuning. Above 0: that many bytes (the kernel caps it at
+	// rmem_max).
 	RecvBuffer int64
 	// WriteTimeout bounds one frame write to the TLS connection and a
 	// ping's reply (yamux ConnectionWriteTimeout). Default 10 s.
@@ -208,7 +208,8 @@ type Session struct {
 	// handshake (SessionConfig.RecvBuffer); 0: the kernel autotunes it.
 	RecvBuffer int64
 	// TalkWindow is the receive window the tunnel socket is held to while
-	// streams talk (SessionConfig.RecvBuffer auto); 0: none.
+	// a stream talks beside bulk data (SessionConfig.RecvBuffer auto); 0:
+	// none.
 	TalkWindow int64
 	conn       *frameConn
 	talkWindow *talkWindow // nil: none (TalkWindow)
